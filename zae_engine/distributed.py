@@ -1,0 +1,62 @@
+"""Rank helpers every add-on uses for side effects; trivially right without torch.distributed."""
+
+from __future__ import annotations
+
+import functools
+import os
+from collections.abc import Callable, Mapping
+from typing import TypeVar
+
+import torch
+import torch.distributed as dist
+
+F = TypeVar("F", bound=Callable)
+
+
+def is_distributed() -> bool:
+    return dist.is_available() and dist.is_initialized()
+
+
+def get_rank() -> int:
+    """This process's global rank: the process group's, else torchrun's RANK, else 0."""
+    if is_distributed():
+        return dist.get_rank()
+    return int(os.environ.get("RANK", "0"))
+
+
+def get_world_size() -> int:
+    return dist.get_world_size() if is_distributed() else 1
+
+
+def is_rank_zero() -> bool:
+    return get_rank() == 0
+
+
+def rank_zero_only(fn: F) -> F:
+    """Run `fn` on rank 0 only; other ranks get None. Files, trackers and console output go through this."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        if is_rank_zero():
+            return fn(*args, **kwargs)
+        return None
+
+    return wrapper  # type: ignore[return-value]
+
+
+def barrier() -> None:
+    if is_distributed():
+        dist.barrier()
+
+
+def all_reduce_mean(values: Mapping[str, float], device: torch.device) -> dict[str, float]:
+    """Average scalar metrics over ranks with one collective; identity in a single process."""
+    if not is_distributed() or not values:
+        return dict(values)
+    keys = sorted(values)
+    # gloo reduces CPU tensors, nccl CUDA ones: keep the tensor where the backend wants it.
+    where = device if dist.get_backend() == "nccl" else torch.device("cpu")
+    packed = torch.tensor([float(values[k]) for k in keys], dtype=torch.float64, device=where)
+    dist.all_reduce(packed)
+    packed /= dist.get_world_size()
+    return dict(zip(keys, packed.tolist()))

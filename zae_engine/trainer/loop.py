@@ -1,0 +1,685 @@
+"""The Trainer: one readable loop, with add-ons called at fixed points.
+
+Read `run_in_process` top to bottom: setup, epochs (train, then validation), epoch end, teardown.
+The per-batch path (`run_batch` -> `_train_batch` -> `_optimizer_step`) does no host sync, builds no
+dicts and calls only the hooks some add-on actually implements.
+"""
+
+from __future__ import annotations
+
+import copyreg
+import math
+import signal
+import threading
+from abc import ABC, ABCMeta, abstractmethod
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager, nullcontext
+from time import perf_counter
+from typing import Any, ClassVar
+
+import torch
+from pydantic import ValidationError
+from torch import nn
+
+from zae_engine.distributed import all_reduce_mean, is_rank_zero
+from zae_engine.errors import (
+    CompositionError,
+    ConfigError,
+    NonFiniteLossError,
+    StepResultError,
+    TrainingInterrupted,
+    did_you_mean,
+    pydantic_message,
+)
+from zae_engine.io import apply_state_dict, load_weights, save_weights
+from zae_engine.trainer.addons.base import HOOKS, AddOnBase, check_composition, overrides
+from zae_engine.trainer.batch import move_to_device
+from zae_engine.trainer.config import TRAINER_FIELDS, TrainerConfig
+from zae_engine.trainer.devices import DeviceLike, parse_devices
+from zae_engine.trainer.display import REFRESH_SECONDS, BarDisplay, LineDisplay, NullDisplay
+from zae_engine.trainer.logbook import StepLog
+from zae_engine.trainer.progress import ProgressChecker
+
+_PREFIX = {"train": "train/", "valid": "valid/", "test": "test/"}
+_AMP_DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+class TrainerMeta(ABCMeta):
+    """Metaclass whose only job is letting composed trainer classes be pickled (for spawned workers)."""
+
+
+class Trainer(ABC, metaclass=TrainerMeta):
+    """Subclass it, write `train_step` and `test_step`, call `run`.
+
+    `device` is 'cpu', 'cuda', 'cuda:1', a torch.device, or a list of them (a list of several needs a
+    launcher add-on such as `mpu`). Other keywords are the Trainer's options (see `TrainerConfig`) and the
+    keywords of the add-ons on this class.
+    """
+
+    _addon_classes: ClassVar[tuple[type[AddOnBase], ...]] = ()
+
+    def __init__(
+        self,
+        model: nn.Module,
+        device: DeviceLike | list[DeviceLike],
+        mode: str,
+        optimizer: torch.optim.Optimizer | None = None,
+        scheduler: Any = None,
+        *,
+        log_bar: bool = True,
+        scheduler_step_on_batch: bool = False,
+        gradient_clip: float = 0.0,
+        grad_accum_steps: int = 1,
+        precision: str = "fp32",
+        compile_model: bool = False,
+        nan_policy: str = "raise",
+        log_interval: int = 50,
+        keep_best_weights: bool = True,
+        **addon_kwargs: Any,
+    ) -> None:
+        name = type(self).__name__
+        try:
+            config = TrainerConfig(
+                mode=mode,
+                log_bar=log_bar,
+                scheduler_step_on_batch=scheduler_step_on_batch,
+                gradient_clip=gradient_clip,
+                grad_accum_steps=grad_accum_steps,
+                precision=precision,
+                compile_model=compile_model,
+                nan_policy=nan_policy,
+                log_interval=log_interval,
+                keep_best_weights=keep_best_weights,
+            )
+        except ValidationError as err:
+            raise ConfigError(pydantic_message(name, err)) from None
+        if not isinstance(model, nn.Module):
+            raise ConfigError(f"{name}: 'model' must be a torch.nn.Module, got {type(model).__name__}")
+        if optimizer is not None and not isinstance(optimizer, torch.optim.Optimizer):
+            raise ConfigError(
+                f"{name}: 'optimizer' must be a torch.optim.Optimizer or None, got {type(optimizer).__name__}"
+            )
+        if config.mode == "train" and optimizer is None:
+            raise ConfigError(f"{name}: mode='train' needs an optimizer; pass one, or use mode='test'")
+        if scheduler is not None and not callable(getattr(scheduler, "step", None)):
+            raise ConfigError(f"{name}: 'scheduler' must have a step() method or be None")
+
+        self.config = config
+        self.devices = parse_devices(device)
+        self.device = self.devices[0]
+        if len(self.devices) > 1 and self._launcher_class() is None:
+            raise ConfigError(
+                f"{name}: {len(self.devices)} devices were given but no add-on runs several processes; "
+                "use Trainer.add_on(MultiGPUAddon) (pip install 'zae-engine[mpu]') or pass one device"
+            )
+        if self.device.type == "cuda":
+            torch.cuda.set_device(self.device)
+        self.model = model.to(self.device)
+        if config.compile_model:
+            self.model = torch.compile(self.model)
+        self.optimizer = optimizer
+        self.scheduler = scheduler
+        self.mode = config.mode
+        self.log_bar = config.log_bar
+        self.scheduler_step_on_batch = config.scheduler_step_on_batch
+        self.gradient_clip = config.gradient_clip
+        self.grad_accum_steps = config.grad_accum_steps
+        self.precision = config.precision
+        self.nan_policy = config.nan_policy
+        self.log_interval = config.log_interval
+
+        self.progress_checker = ProgressChecker()
+        self.history: list[dict[str, Any]] = []
+        self.best: dict[str, Any] = {"metric": None, "value": math.inf, "epoch": None}
+        self._best_weights: dict[str, torch.Tensor] | None = None
+        self._logs = {"train": StepLog(self.device), "test": StepLog(self.device)}
+        self._amp_dtype = _AMP_DTYPES[config.precision]
+        self._scaler = torch.amp.GradScaler(self.device.type) if config.precision == "fp16" else None
+        self._display: NullDisplay = NullDisplay()
+        self._interrupt: str | None = None
+        self.should_stop = False  # set by add-ons (e.g. early stopping) to end the run after this epoch
+        self.handle_signals = True  # launchers turn this off in workers they manage themselves
+        self._micro = 0
+        self._group = 1
+        self._remaining: int | None = None
+
+        self.addons = self._build_addons(addon_kwargs)
+        hooks = {
+            hook: tuple(getattr(a, hook) for a in self.addons.values() if overrides(type(a), hook)) for hook in HOOKS
+        }
+        self._hooks = hooks
+        self._on_batch_end = hooks["on_batch_end"]
+        self._on_optimizer_step = hooks["on_optimizer_step"]
+        self._on_log = hooks["on_log"]
+
+    # ------------------------------------------------------------------ composition
+    @classmethod
+    def add_on(cls, *addon_classes: type) -> type[Trainer]:
+        """A subclass of `cls` carrying these add-ons; it can be subclassed and add-on'd again.
+
+        Add-ons written the upstream way (a classmethod `apply(base_cls)` returning a subclass) are applied in place.
+        """
+        result: type[Trainer] = cls
+        pending: list[type[AddOnBase]] = []
+        for addon in addon_classes:
+            if isinstance(addon, type) and issubclass(addon, AddOnBase):
+                pending.append(addon)
+                continue
+            if not callable(getattr(addon, "apply", None)):
+                raise CompositionError(f"{addon!r} is not an add-on: subclass AddOnBase, or define apply(base_cls)")
+            if pending:
+                result, pending = _compose(result, tuple(pending)), []
+            applied = addon.apply(result)
+            if not (isinstance(applied, type) and issubclass(applied, result)):
+                raise CompositionError(f"{addon.__name__}.apply() must return a subclass of {result.__name__}")
+            result = applied
+        return _compose(result, tuple(pending)) if pending else result
+
+    @classmethod
+    def _launcher_class(cls) -> type[AddOnBase] | None:
+        return next((a for a in cls._addon_classes if a.launch is not None), None)
+
+    def _build_addons(self, kwargs: dict[str, Any]) -> dict[str, AddOnBase]:
+        classes = type(self)._addon_classes
+        known = {field for a in classes for field in a.Config.model_fields}
+        unknown = [k for k in kwargs if k not in known]
+        if unknown:
+            on = ", ".join(a.name for a in classes) or "none"
+            key = unknown[0]
+            raise ConfigError(
+                f"{type(self).__name__}: unknown keyword '{key}'{did_you_mean(key, known | TRAINER_FIELDS)}; "
+                f"add-ons on this trainer: {on}. Keywords of other add-ons need Trainer.add_on(ThatAddon)"
+            )
+        built = {}
+        for addon_cls in classes:
+            own = {k: v for k, v in kwargs.items() if k in addon_cls.Config.model_fields}
+            built[addon_cls.name] = addon_cls(self, addon_cls.validate_config(own))
+        return built
+
+    def addon(self, name: str) -> AddOnBase:
+        """The add-on instance registered under `name` on this trainer."""
+        try:
+            return self.addons[name]
+        except KeyError:
+            raise KeyError(f"no add-on '{name}' on {type(self).__name__}{did_you_mean(name, self.addons)}") from None
+
+    # ------------------------------------------------------------------ user API
+    @abstractmethod
+    def train_step(self, batch: Any) -> dict[str, Any]:
+        """One training batch -> a dict holding 'loss' (a tensor the loop will backpropagate)."""
+
+    @abstractmethod
+    def test_step(self, batch: Any) -> dict[str, Any]:
+        """One evaluation batch (run under no_grad) -> a dict of results, usually with 'loss'."""
+
+    def metric_on_epoch_end(self) -> dict[str, Any]:
+        """Override to add epoch-level metrics (from `log_train`/`log_test`) to the epoch summary."""
+        return {}
+
+    @property
+    def log_train(self) -> dict[str, list]:
+        """This epoch's per-step training results, key -> list (cleared when an epoch starts)."""
+        return self._logs["train"].as_lists()
+
+    @property
+    def log_test(self) -> dict[str, list]:
+        """This epoch's per-step validation/test results, key -> list."""
+        return self._logs["test"].as_lists()
+
+    @property
+    def is_rank_zero(self) -> bool:
+        return is_rank_zero()
+
+    @property
+    def unwrapped_model(self) -> nn.Module:
+        """The user's module, under any DDP or torch.compile wrappers: what checkpoints are made of."""
+        model = self.model
+        while True:
+            if isinstance(model, (nn.parallel.DistributedDataParallel, nn.DataParallel)):
+                model = model.module
+            elif hasattr(model, "_orig_mod"):
+                model = model._orig_mod
+            else:
+                return model
+
+    def toggle(self, mode: str | None = None) -> None:
+        """Switch to `mode`, or flip between 'train' and 'test'."""
+        if mode is None:
+            mode = "test" if self.mode == "train" else "train"
+        if mode not in ("train", "test"):
+            raise ConfigError(f"{type(self).__name__}.toggle: mode must be 'train' or 'test', got {mode!r}")
+        self.mode = mode
+
+    def run(self, n_epoch: int, loader: Iterable, valid_loader: Iterable | None = None) -> None:
+        """Train (or, in test mode, evaluate) for `n_epoch` epochs, validating after each when given a loader."""
+        launcher = next((a for a in self.addons.values() if a.launch is not None), None)
+        if launcher is not None:
+            return launcher.launch(n_epoch, loader, valid_loader)
+        return self.run_in_process(n_epoch, loader, valid_loader)
+
+    # ------------------------------------------------------------------ the loop
+    def run_in_process(self, n_epoch: int, loader: Iterable, valid_loader: Iterable | None = None) -> None:
+        """The loop itself, in this process. Launchers call this in each worker they start."""
+        if isinstance(n_epoch, bool) or not isinstance(n_epoch, int) or n_epoch < 0:
+            raise ConfigError(f"{type(self).__name__}.run: 'n_epoch' must be a whole number >= 0, got {n_epoch!r}")
+        if loader is None:
+            raise ConfigError(
+                f"{type(self).__name__}.run: 'loader' is None; pass a DataLoader or any iterable of batches"
+            )
+        self._check_scheduler_budget(n_epoch, loader)
+        self._display = self._make_display()
+        self._interrupt, self.should_stop = None, False
+        if self.mode == "train":
+            self.optimizer.zero_grad(set_to_none=True)
+        error: BaseException | None = None
+        with self._graceful_signals():
+            try:
+                self._call_hooks("on_run_start")
+                self._display.run_start(n_epoch)
+                for _ in range(n_epoch):
+                    epoch = self.progress_checker.get_epoch()
+                    self._call_hooks("on_epoch_start", epoch)
+                    summary: dict[str, Any] = {"epoch": epoch}
+                    summary.update(_prefixed(self.run_epoch(loader), self.mode))
+                    if valid_loader is not None and self.mode == "train" and self._interrupt is None:
+                        self.toggle("test")
+                        try:
+                            summary.update(_prefixed(self.run_epoch(valid_loader), "valid"))
+                        finally:
+                            self.toggle("train")
+                    if self._interrupt is not None:
+                        break
+                    self._end_epoch(epoch, summary)
+                    if self.should_stop:
+                        break
+                if self._interrupt is not None:
+                    raise TrainingInterrupted(self._interrupt)
+            except BaseException as exc:
+                error = exc
+                raise
+            finally:
+                self._display.run_end()
+                self._end_run(error)
+
+    def run_epoch(self, loader: Iterable) -> dict[str, float]:
+        """One pass over `loader` in the current mode; returns the epoch means (reduced over ranks)."""
+        train = self.mode == "train"
+        log = self._logs[self.mode]
+        log.reset()
+        self.model.train(train)
+        total = _length(loader)
+        display = self._display
+        display.epoch_start(self.progress_checker.get_epoch(), self.mode, total)
+        if train:
+            self._remaining, self._micro = total, 0
+            self._start_group()
+        ticking = isinstance(display, BarDisplay) or self.nan_policy == "raise"
+        next_tick = perf_counter() + REFRESH_SECONDS
+        run_batch = self.run_batch
+        for batch in loader:
+            run_batch(batch)
+            if self._interrupt is not None:
+                break
+            if ticking and perf_counter() >= next_tick:
+                self._tick(log)
+                next_tick = perf_counter() + REFRESH_SECONDS
+        if train and self._micro and self._interrupt is None:
+            self._optimizer_step()  # the last, partial accumulation group of an epoch of unknown length
+        means = log.means()
+        self._check_finite(log, means)
+        display.refresh(log.count, means, self._lr())
+        means.update({k: float(v) for k, v in self.metric_on_epoch_end().items()})
+        return all_reduce_mean(means, self.device)
+
+    def run_batch(self, batch: Any) -> dict[str, Any] | None:
+        """One batch in the current mode: moved to the device, stepped, logged. Returns the step's result."""
+        batch = move_to_device(batch, self.device, self.device.type == "cuda")
+        if self.mode == "train":
+            result = self._train_batch(batch)
+            if result is None:  # skipped: non-finite loss under nan_policy='skip'
+                return None
+            self._logs["train"].append(result)
+        else:
+            with torch.no_grad(), self._autocast():
+                result = self.test_step(batch)
+            if not isinstance(result, dict):
+                raise StepResultError(
+                    f"{type(self).__name__}.test_step must return a dict, got {type(result).__name__}"
+                )
+            self._logs["test"].append(result)
+        for hook in self._on_batch_end:
+            hook(result)
+        return result
+
+    def _train_batch(self, batch: Any) -> dict[str, Any] | None:
+        last_of_group = self._micro + 1 >= self._group
+        sync = nullcontext() if last_of_group else self._no_sync()
+        with sync:
+            with self._autocast():
+                result = self.train_step(batch)
+            try:
+                loss = result["loss"]
+            except (KeyError, TypeError, IndexError):
+                raise StepResultError(_missing_loss(type(self).__name__, result)) from None
+            if self.nan_policy == "skip" and not torch.isfinite(loss.detach()).all():
+                self._skip_step()
+                return None
+            if self._group > 1:
+                loss = loss / self._group
+            if self._scaler is None:
+                loss.backward()
+            else:
+                self._scaler.scale(loss).backward()
+        self._micro += 1
+        if last_of_group:
+            self._optimizer_step()
+        return result
+
+    def _optimizer_step(self) -> None:
+        optimizer, scaler = self.optimizer, self._scaler
+        if self.gradient_clip:
+            if scaler is not None:
+                scaler.unscale_(optimizer)  # clip the true gradients, not the scaled ones
+            nn.utils.clip_grad_norm_(self.model.parameters(), self.gradient_clip)
+        if scaler is None:
+            optimizer.step()
+        else:
+            scaler.step(optimizer)
+            scaler.update()
+        optimizer.zero_grad(set_to_none=True)
+        if self.scheduler_step_on_batch and self.scheduler is not None:
+            self.scheduler.step()
+        self.progress_checker.update_step()
+        self._start_group()
+        for hook in self._on_optimizer_step:
+            hook()
+        if self._on_log and (self.progress_checker.get_step() - 1) % self.log_interval == 0:
+            self._emit_log()
+
+    def _start_group(self) -> None:
+        """Begin an accumulation group; near an epoch's end it shrinks to the batches that are left."""
+        if self._remaining is not None:
+            self._remaining -= self._micro
+        self._micro = 0
+        self._group = self.grad_accum_steps
+        if self._remaining is not None and self._remaining > 0:
+            self._group = min(self._group, self._remaining)
+
+    def _skip_step(self) -> None:
+        """Drop the batch and the gradients its accumulation group gathered so far."""
+        self.optimizer.zero_grad(set_to_none=True)
+        self._micro += 1
+        self._start_group()
+
+    def _end_epoch(self, epoch: int, summary: dict[str, Any]) -> None:
+        if self.optimizer is not None:
+            for i, group in enumerate(self.optimizer.param_groups):
+                summary[f"lr/group{i}"] = float(group["lr"])  # the rate this epoch ran with
+        if self.mode == "train":
+            self._track_best(epoch, summary)
+            if self.scheduler is not None and not self.scheduler_step_on_batch:
+                self.scheduler.step()
+            self.progress_checker.update_epoch()
+        summary["step"] = self.progress_checker.get_step() - 1
+        self.history.append(summary)
+        self._call_hooks("on_epoch_end", epoch, summary)
+        self._display.epoch_end(summary)
+
+    def _track_best(self, epoch: int, summary: dict[str, Any]) -> None:
+        metric = "valid/loss" if "valid/loss" in summary else "train/loss"
+        value = summary.get(metric)
+        self.best["metric"] = metric
+        if value is None or not value < self.best["value"]:  # NaN never counts as better
+            return
+        self.best.update(value=value, epoch=epoch)
+        if self.config.keep_best_weights and self.is_rank_zero:
+            self._best_weights = {
+                k: v.detach().to("cpu", copy=True) for k, v in self.unwrapped_model.state_dict().items()
+            }
+
+    # ------------------------------------------------------------------ reading metrics at log points
+    def _tick(self, log: StepLog) -> None:
+        means = log.means()
+        self._check_finite(log, means)
+        self._display.refresh(log.count, means, self._lr())
+
+    def _emit_log(self) -> None:
+        metrics = _prefixed(self._logs["train"].means(), "train")
+        if self.optimizer is not None:
+            for i, group in enumerate(self.optimizer.param_groups):
+                metrics[f"lr/group{i}"] = float(group["lr"])
+        for hook in self._on_log:
+            hook(metrics)
+
+    def _check_finite(self, log: StepLog, means: dict[str, float]) -> None:
+        if self.nan_policy != "raise" or math.isfinite(means.get("loss", 0.0)):
+            return
+        index = log.first_non_finite("loss")
+        batch = "?" if index is None else index + 1
+        phase = "train_step" if log is self._logs["train"] else "test_step"
+        raise NonFiniteLossError(
+            f"{type(self).__name__}.{phase} returned a non-finite loss at epoch {self.progress_checker.get_epoch()}, "
+            f"batch {batch}. Lower the learning rate, set gradient_clip, check the data, or pass "
+            "nan_policy='skip' to drop such steps"
+        )
+
+    def _lr(self) -> float | None:
+        return float(self.optimizer.param_groups[0]["lr"]) if self.optimizer is not None else None
+
+    # ------------------------------------------------------------------ helpers
+    def _call_hooks(self, hook: str, *args: Any) -> None:
+        for fn in self._hooks[hook]:
+            fn(*args)
+
+    def _end_run(self, error: BaseException | None) -> None:
+        """Every add-on's on_run_end runs even if one fails; that failure surfaces unless the run already failed."""
+        failure: Exception | None = None
+        for fn in self._hooks["on_run_end"]:
+            try:
+                fn(error)
+            except Exception as exc:
+                failure = failure or exc
+        if failure is not None and error is None:
+            raise failure
+
+    def _autocast(self):
+        if self._amp_dtype is None:
+            return nullcontext()
+        return torch.autocast(self.device.type, dtype=self._amp_dtype)
+
+    def _no_sync(self):
+        no_sync = getattr(self.model, "no_sync", None)
+        return no_sync() if no_sync is not None else nullcontext()
+
+    def _make_display(self) -> NullDisplay:
+        if not self.is_rank_zero:
+            return NullDisplay()
+        return BarDisplay() if self.log_bar else LineDisplay()
+
+    def _check_scheduler_budget(self, n_epoch: int, loader: Iterable) -> None:
+        from zae_engine.schedulers.core import SchedulerBase
+
+        scheduler = self.scheduler
+        if self.mode != "train" or not isinstance(scheduler, SchedulerBase):
+            return
+        if self.scheduler_step_on_batch:
+            batches = _length(loader)
+            if batches is None:
+                return
+            need = n_epoch * math.ceil(batches / self.grad_accum_steps)
+            how = f"{n_epoch} epochs x {math.ceil(batches / self.grad_accum_steps)} optimizer steps, stepped per batch"
+        else:
+            need, how = n_epoch, f"{n_epoch} epochs, stepped per epoch"
+        left = scheduler.total_iters - max(scheduler.last_epoch, 0)
+        if need > left:
+            raise ConfigError(
+                f"{type(scheduler).__name__}(total_iters={scheduler.total_iters}) is too short for this run: it needs "
+                f"{need} more steps ({how}) but has {left} left. Raise total_iters to at least "
+                f"{scheduler.total_iters - left + need}"
+                + ("" if not self.scheduler_step_on_batch else ", or step it per epoch (scheduler_step_on_batch=False)")
+            )
+
+    @contextmanager
+    def _graceful_signals(self) -> Iterator[None]:
+        """First SIGINT/SIGTERM: finish this step and stop cleanly. Second: abort at once."""
+        if not self.handle_signals or threading.current_thread() is not threading.main_thread():
+            yield
+            return
+        previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+
+        def on_signal(signum: int, frame: Any) -> None:
+            name = signal.Signals(signum).name
+            if self._interrupt is not None:
+                raise KeyboardInterrupt(f"second {name}: aborting")
+            self._interrupt = name
+            if self.is_rank_zero:
+                self._display_note(f"{name} received: stopping after this step (send it again to abort now)")
+
+        for sig in previous:
+            signal.signal(sig, on_signal)
+        try:
+            yield
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+
+    def _display_note(self, text: str) -> None:
+        console = getattr(self._display, "console", None)
+        if console is not None:
+            console.print(text, markup=False)
+
+    # ------------------------------------------------------------------ weights and state
+    def save_model(self, path: str) -> None:
+        """Write the (unwrapped) model weights atomically: safetensors for '*.safetensors', torch format otherwise."""
+        if self.is_rank_zero:
+            save_weights(self.unwrapped_model.state_dict(), path)
+
+    def apply_weights(self, path: str | None = None, strict: bool = True) -> None:
+        """Load weights from `path`, or (None) the best weights this trainer has seen."""
+        if path is None:
+            if self._best_weights is None:
+                raise ConfigError(
+                    f"{type(self).__name__}.apply_weights: no best weights yet; run() in train mode first, or give a path"
+                )
+            apply_state_dict(self.unwrapped_model, self._best_weights, "the best-weights buffer", strict)
+            return
+        apply_state_dict(self.unwrapped_model, load_weights(path), repr(str(path)), strict)
+
+    def inference(self, loader: Iterable) -> list:
+        """`test_step` over `loader` without touching weights; a list of each step's 'output' (or its whole dict)."""
+        previous = self.mode
+        self.toggle("test")
+        self.model.eval()
+        results = []
+        try:
+            with torch.no_grad(), self._autocast():
+                for batch in loader:
+                    result = self.test_step(move_to_device(batch, self.device, self.device.type == "cuda"))
+                    results.append(result["output"] if isinstance(result, dict) and "output" in result else result)
+        finally:
+            self.toggle(previous)
+        return results
+
+    def state_dict(self) -> dict[str, Any]:
+        """Everything a resume needs from the trainer and its add-ons (RNG states are the state manager's)."""
+        return {
+            "model": self.unwrapped_model.state_dict(),
+            "optimizer": self.optimizer.state_dict() if self.optimizer is not None else None,
+            "scheduler": self.scheduler.state_dict() if hasattr(self.scheduler, "state_dict") else None,
+            "scaler": self._scaler.state_dict() if self._scaler is not None else None,
+            "progress": self.progress_checker.state_dict(),
+            "best": dict(self.best),
+            "addons": {name: addon.state_dict() for name, addon in self.addons.items()},
+        }
+
+    def load_state_dict(self, state: dict[str, Any], source: str = "the checkpoint") -> None:
+        apply_state_dict(self.unwrapped_model, state["model"], source)
+        if state.get("optimizer") is not None and self.optimizer is not None:
+            self.optimizer.load_state_dict(state["optimizer"])
+        if state.get("scheduler") is not None and hasattr(self.scheduler, "load_state_dict"):
+            self.scheduler.load_state_dict(state["scheduler"])
+        if state.get("scaler") is not None and self._scaler is not None:
+            self._scaler.load_state_dict(state["scaler"])
+        self.progress_checker.load_state_dict(state["progress"])
+        best = state.get("best") or {}
+        self.best.update({k: best[k] for k in ("metric", "value", "epoch") if k in best})
+        for name, addon_state in (state.get("addons") or {}).items():
+            if name in self.addons:
+                self.addons[name].load_state_dict(addon_state)
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        state["_display"] = NullDisplay()  # consoles hold terminals; a worker makes its own
+        return state
+
+    def __repr__(self) -> str:
+        addons = ", ".join(self.addons) or "no add-ons"
+        return f"<{type(self).__name__} mode={self.mode} device={self.device} {addons}>"
+
+
+def _prefixed(values: dict[str, float], mode: str) -> dict[str, float]:
+    prefix = _PREFIX[mode]
+    return {prefix + k: v for k, v in values.items()}
+
+
+def _length(loader: Iterable) -> int | None:
+    try:
+        return len(loader)  # type: ignore[arg-type]
+    except TypeError:
+        return None
+
+
+def _missing_loss(trainer: str, result: Any) -> str:
+    if isinstance(result, dict):
+        return f"{trainer}.train_step must return a dict holding 'loss'; it returned keys {sorted(result)}"
+    return f"{trainer}.train_step must return a dict holding 'loss'; it returned {type(result).__name__}"
+
+
+# ---------------------------------------------------------------------- composed classes
+_COMPOSED: dict[tuple[type, tuple[type, ...]], type] = {}
+
+
+def _compose(base: type[Trainer], new: tuple[type[AddOnBase], ...]) -> type[Trainer]:
+    key = (base, new)
+    if key in _COMPOSED:
+        return _COMPOSED[key]
+    combined = check_composition(base._addon_classes, new, set(TRAINER_FIELDS))
+    namespace: dict[str, Any] = {
+        "_addon_classes": combined,
+        "_composed_from": key,
+        "__module__": base.__module__,
+        "__doc__": base.__doc__,
+    }
+    for addon in new:
+        for method in addon.trainer_methods:
+            if hasattr(base, method) or method in namespace:
+                raise CompositionError(f"{addon.label()} lends '{method}' to the trainer, which already has one")
+            namespace[method] = _lent_method(addon, method)
+    name = f"{base.__name__}With" + "".join(a.__name__ for a in new)
+    composed = TrainerMeta(name, (base,), namespace)
+    composed.__qualname__ = name
+    _COMPOSED[key] = composed
+    return composed
+
+
+def _lent_method(addon: type[AddOnBase], method: str):
+    def lent(self: Trainer, *args: Any, **kwargs: Any) -> Any:
+        return getattr(self.addons[addon.name], method)(*args, **kwargs)
+
+    lent.__name__ = method
+    lent.__doc__ = getattr(getattr(addon, method, None), "__doc__", None)
+    return lent
+
+
+def _rebuild_composed(base: type[Trainer], new: tuple[type[AddOnBase], ...]) -> type[Trainer]:
+    return _compose(base, new)
+
+
+def _reduce_trainer_class(cls: type) -> Any:
+    key = cls.__dict__.get("_composed_from")
+    if key is None:
+        return cls.__qualname__  # an importable class: pickled by reference as usual
+    return _rebuild_composed, key
+
+
+copyreg.pickle(TrainerMeta, _reduce_trainer_class)
