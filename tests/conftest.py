@@ -6,32 +6,12 @@ import os
 
 import pytest
 import torch
-from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
+from zae_testing import SeparableTrainer, make_dataset  # noqa: F401  (re-exported for tests)
 
 os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("WANDB_SILENT", "true")
 torch.set_num_threads(1)
-
-
-class SeparableTrainer:
-    """Mixin with the steps every core test uses: cross-entropy on (x, y) batches."""
-
-    def train_step(self, batch):
-        x, y = batch
-        return {"loss": nn.functional.cross_entropy(self.model(x), y)}
-
-    def test_step(self, batch):
-        x, y = batch
-        logits = self.model(x)
-        return {"loss": nn.functional.cross_entropy(logits, y), "acc": (logits.argmax(1) == y).float().mean()}
-
-
-def make_dataset(n: int = 256, seed: int = 0) -> TensorDataset:
-    g = torch.Generator().manual_seed(seed)
-    x = torch.randn(n, 10, generator=g)
-    y = (x.sum(dim=1) > 0).long()
-    return TensorDataset(x, y)
 
 
 @pytest.fixture
