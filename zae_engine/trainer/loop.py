@@ -283,9 +283,11 @@ class Trainer(ABC, metaclass=TrainerMeta):
                     summary.update(_prefixed(self.run_epoch(loader), self.mode))
                     if valid_loader is not None and self.mode == "train" and self._interrupt is None:
                         self.toggle("test")
+                        self._call_hooks("on_validation_start")
                         try:
                             summary.update(_prefixed(self.run_epoch(valid_loader), "valid"))
                         finally:
+                            self._call_hooks("on_validation_end")
                             self.toggle("train")
                     if self._interrupt is not None:
                         break
@@ -324,7 +326,7 @@ class Trainer(ABC, metaclass=TrainerMeta):
                 self._tick(log)
                 next_tick = perf_counter() + REFRESH_SECONDS
         if train and self._micro and self._interrupt is None:
-            self._optimizer_step()  # the last, partial accumulation group of an epoch of unknown length
+            self._finish_partial_group()  # the loader ended inside a group (its length was unknown or wrong)
         means = log.means()
         self._check_finite(log, means)
         display.refresh(log.count, means, self._lr())
@@ -361,7 +363,7 @@ class Trainer(ABC, metaclass=TrainerMeta):
                 loss = result["loss"]
             except (KeyError, TypeError, IndexError):
                 raise StepResultError(_missing_loss(type(self).__name__, result)) from None
-            if self.nan_policy == "skip" and not torch.isfinite(loss.detach()).all():
+            if self.nan_policy == "skip" and not self._loss_is_finite(loss):
                 self._skip_step()
                 return None
             if self._group > 1:
@@ -396,6 +398,18 @@ class Trainer(ABC, metaclass=TrainerMeta):
         if self._on_log and (self.progress_checker.get_step() - 1) % self.log_interval == 0:
             self._emit_log()
 
+    def _finish_partial_group(self) -> None:
+        """Step on a group cut short: average over the batches it really had, synchronised across DDP ranks."""
+        grads = [p.grad for p in self.model.parameters() if p.grad is not None]
+        if getattr(self.model, "no_sync", None) is not None and torch.distributed.is_initialized():
+            world = torch.distributed.get_world_size()  # the group's last backward ran under no_sync
+            for grad in grads:
+                torch.distributed.all_reduce(grad)
+                grad.div_(world)
+        if grads and self._micro != self._group:
+            torch._foreach_mul_(grads, self._group / self._micro)
+        self._optimizer_step()
+
     def _start_group(self) -> None:
         """Begin an accumulation group; near an epoch's end it shrinks to the batches that are left."""
         if self._remaining is not None:
@@ -404,6 +418,16 @@ class Trainer(ABC, metaclass=TrainerMeta):
         self._group = self.grad_accum_steps
         if self._remaining is not None and self._remaining > 0:
             self._group = min(self._group, self._remaining)
+
+    def _loss_is_finite(self, loss: torch.Tensor) -> bool:
+        """nan_policy='skip' syncs here every step; under DDP all ranks skip together if any rank's loss is bad."""
+        finite = torch.isfinite(loss.detach()).all()
+        if getattr(self.model, "no_sync", None) is not None and torch.distributed.is_initialized():
+            nccl = torch.distributed.get_backend() == "nccl"
+            flag = finite.to(device=self.device if nccl else "cpu", dtype=torch.int32)
+            torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MIN)
+            return bool(flag)
+        return bool(finite)
 
     def _skip_step(self) -> None:
         """Drop the batch and the gradients its accumulation group gathered so far."""

@@ -12,6 +12,8 @@ on_run_start()         `run()` begins, before the first epoch.
 on_epoch_start(epoch)  an epoch begins (`epoch` counts from 1).
 on_batch_end(result)   after every batch, train or validation; `result` is the step's dict.
 on_optimizer_step()    after every optimizer step (once per accumulated group).
+on_validation_start()  the validation pass of a training epoch begins (e.g. swap in EMA weights).
+on_validation_end()    it ended, also when it failed (swap them back).
 on_log(metrics)        every `log_interval` optimizer steps: running means, e.g. {"train/loss": ...}.
 on_epoch_end(epoch, summary)  an epoch (and its validation) is done; `summary` is the flat dict
                        {"epoch", "step", "train/loss", "valid/loss", "lr/group0", ...}; add-ons may add keys.
@@ -42,6 +44,8 @@ HOOKS = (
     "on_epoch_start",
     "on_batch_end",
     "on_optimizer_step",
+    "on_validation_start",
+    "on_validation_end",
     "on_log",
     "on_epoch_end",
     "on_run_end",
@@ -76,6 +80,8 @@ class AddOnBase:
     def on_epoch_start(self, epoch: int) -> None: ...
     def on_batch_end(self, result: dict[str, Any]) -> None: ...
     def on_optimizer_step(self) -> None: ...
+    def on_validation_start(self) -> None: ...
+    def on_validation_end(self) -> None: ...
     def on_log(self, metrics: dict[str, float]) -> None: ...
     def on_epoch_end(self, epoch: int, summary: dict[str, Any]) -> None: ...
     def on_run_end(self, error: BaseException | None) -> None: ...
