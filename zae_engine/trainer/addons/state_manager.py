@@ -1,20 +1,312 @@
-"""PLACEHOLDER — replaced by the state-manager work (issue 4)."""
+"""StateManagerAddon: atomic, pickle-free checkpoints; keep the best and the latest; exact resume.
+
+At the end of every `every_n_epochs`-th epoch it writes a checkpoint folder into `save_path` when the
+checkpoint is among the `save_top_k` best by `monitor`, or when `keep_last` asks for the latest ones; older
+folders that neither rule keeps are deleted. On SIGINT/SIGTERM during `run()` it saves once more before the
+run stops. The trainer gains `save_state(path=None)` and `load_state(path=None)`.
+
+Under torch.distributed only rank 0 writes (weights come from `trainer.unwrapped_model`, so there is no
+`module.` prefix); every rank passes a barrier after an epoch's save so none runs ahead of it. See
+docs/checkpoints.md for the layout on disk and what a resume restores.
+"""
 
 from __future__ import annotations
 
-from typing import Literal
+import math
+from pathlib import Path
+from typing import Any, Literal
 
-from pydantic import Field
+import torch
+from pydantic import Field, field_validator, model_validator
 
+from zae_engine._version import __version__
+from zae_engine.checkpoint.manifest import CheckpointEntry
+from zae_engine.checkpoint.rng import capture_rng, restore_rng
+from zae_engine.checkpoint.store import CheckpointStore, locate, read_any, write_folder
+from zae_engine.distributed import barrier, is_rank_zero
+from zae_engine.errors import CheckpointError, ConfigError, TrainingInterrupted, did_you_mean
 from zae_engine.trainer.addons.base import AddOnBase, AddOnConfig
+
+_FORMAT_ALIASES = {"safetensor": "safetensors", "ckpt": "ckpt", "safetensors": "safetensors"}
 
 
 class StateManagerConfig(AddOnConfig):
-    save_path: str = Field("./checkpoints", description="directory for checkpoints")
-    save_format: Literal["ckpt", "safetensors", "safetensor"] = Field("ckpt", description="file format")
+    save_path: str = Field(
+        "./checkpoints",
+        description="Folder for checkpoints, created if missing: one sub-folder per checkpoint plus manifest.json.",
+    )
+    save_format: Literal["ckpt", "safetensors"] = Field(
+        "ckpt",
+        description="'ckpt': one torch.save file per checkpoint, read with torch.load(weights_only=True); "
+        "'safetensors': tensors in .safetensors files, the rest in JSON ('safetensor' is accepted too).",
+    )
+    monitor: str | None = Field(
+        None,
+        description="Epoch-summary key that ranks checkpoints, e.g. 'valid/acc'. None: the trainer's best metric "
+        "('valid/loss' when validating, else 'train/loss').",
+    )
+    monitor_mode: Literal["min", "max"] = Field(
+        "min", description="'min': a lower monitored value is better; 'max': higher."
+    )
+    save_top_k: int = Field(1, ge=-1, description="Keep the k best checkpoints by `monitor` (-1: all, 0: none).")
+    keep_last: int = Field(
+        1, ge=0, description="Also keep the k most recent checkpoints, whatever their score, so a run can resume."
+    )
+    every_n_epochs: int = Field(1, ge=1, description="Consider saving at the end of every n-th epoch.")
+    save_on_interrupt: bool = Field(
+        True, description="On SIGINT/SIGTERM during run(), save a checkpoint after the current step, then stop."
+    )
+    resume: bool = Field(
+        False, description="When run() starts, load the latest checkpoint in save_path if there is one."
+    )
+
+    @field_validator("save_format", mode="before")
+    @classmethod
+    def _normalise_format(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return _FORMAT_ALIASES.get(value.strip().lower().lstrip("."), value)
+        return value
+
+    @model_validator(mode="after")
+    def _max_needs_monitor(self) -> StateManagerConfig:
+        if self.monitor_mode == "max" and self.monitor is None:
+            raise ValueError(
+                "monitor_mode='max' needs a monitor, e.g. monitor='valid/acc' (the default monitor is a loss)"
+            )
+        return self
 
 
 class StateManagerAddon(AddOnBase):
+    """Checkpoints a run into `save_path` and resumes it exactly; lends save_state/load_state to the trainer."""
+
     name = "state_manager"
-    description = "Atomic, pickle-free checkpoints and exact resume."
+    description = "Atomic, pickle-free checkpoints (best k + latest), save on SIGINT/SIGTERM, exact resume."
     Config = StateManagerConfig
+    trainer_methods = ("save_state", "load_state")
+
+    def __init__(self, trainer: Any, config: StateManagerConfig) -> None:
+        super().__init__(trainer, config)
+        self.store = CheckpointStore(config.save_path)
+        #: the latest complete checkpoint this add-on saved or loaded (tracker plugins upload it)
+        self.last_checkpoint: Path | None = None
+        #: the best checkpoint in save_path by `monitor`, after the latest save or load
+        self.best_checkpoint: Path | None = None
+        self._monitor: str | None = config.monitor
+        self._pending_rng: dict[str, Any] | None = None
+        self._saved_at: dict[str, int] | None = None  # progress of the latest save/load
+        self._unsaved: dict[str, Any] | None = None  # summary of an epoch that ended without a checkpoint
+
+    # ------------------------------------------------------------------ hooks
+    def on_run_start(self) -> None:
+        if self.config.resume and self._saved_at is None and self.store.latest() is not None:
+            self.load_state()
+        if self._pending_rng is not None:
+            # again here, so the streams are exactly as saved when the first epoch starts (also in spawned workers)
+            restore_rng(self._pending_rng, "the loaded checkpoint")
+            self._pending_rng = None
+
+    def on_epoch_end(self, epoch: int, summary: dict[str, Any]) -> None:
+        if self.trainer.mode != "train":
+            return
+        if epoch % self.config.every_n_epochs:
+            self._unsaved = summary
+            return
+        value = self._monitored(summary)
+        if is_rank_zero() and (self.config.keep_last > 0 or self._enters_top_k(value)):
+            self._save("epoch", value)
+        self._unsaved = None
+        barrier()  # every rank reaches this after the same epoch; none runs ahead of rank 0's write
+
+    def on_run_end(self, error: BaseException | None) -> None:
+        if self.trainer.mode != "train" or not is_rank_zero():
+            return
+        if isinstance(error, TrainingInterrupted):
+            if self.config.save_on_interrupt:
+                self._save("interrupted", None)
+        elif error is None and self._unsaved is not None and self.config.keep_last > 0:
+            self._save("epoch", self._monitored(self._unsaved))  # the run ended between every_n_epochs saves
+        self._unsaved = None
+
+    # ------------------------------------------------------------------ lent to the trainer
+    def save_state(self, path: str | Path | None = None) -> Path | None:
+        """Checkpoint the trainer now: into save_path (listed, never pruned) or, given `path`, into that folder.
+
+        Returns the checkpoint folder (None on ranks other than 0, which write nothing).
+        """
+        if not is_rank_zero():
+            return None
+        if path is None:
+            return self._save("manual", None)
+        target = write_folder(Path(path), self._gather_state(), self._meta("manual", None), self.config.save_format)
+        self.last_checkpoint = target
+        self._saved_at = self.trainer.progress_checker.state_dict()
+        return target
+
+    def load_state(self, path: str | Path | None = None) -> Path:
+        """Restore model, optimizer, scheduler, scaler, progress, best value, add-on states and RNG streams.
+
+        `path`: a checkpoint folder, a save_path (its latest complete checkpoint), or a `.ckpt` file;
+        None means the latest complete checkpoint in this add-on's save_path. Returns what was loaded.
+        """
+        if path is None:
+            if self.store.latest() is None:
+                raise CheckpointError(
+                    f"no checkpoint to resume from in {self.config.save_path!r} (no manifest.json listing one); "
+                    "train with this add-on first, or pass load_state(path)"
+                )
+            path = self.config.save_path
+        target = locate(path)
+        state, meta = read_any(target)
+        source = repr(str(target))
+        trainer = self.trainer
+        try:
+            trainer.load_state_dict(state, source)
+        except CheckpointError:
+            raise
+        except (KeyError, ValueError, TypeError, RuntimeError, IndexError) as exc:
+            raise CheckpointError(
+                f"{source} does not fit this trainer ({type(exc).__name__}: {str(exc).strip()[:300]}); "
+                "load it into the same model, optimizer and scheduler it was saved from"
+            ) from None
+        rng = state.get("rng")
+        if rng is not None:
+            restore_rng(rng, source)
+            self._pending_rng = rng
+        history = state.get("history")
+        if isinstance(history, list):
+            trainer.history = [dict(h) for h in history if isinstance(h, dict)]
+        self._saved_at = trainer.progress_checker.state_dict()
+        self.last_checkpoint = target
+        if target.is_dir() and target.parent.resolve() == self.store.root.resolve():
+            self.best_checkpoint = self.store.best()
+            self._restore_best_weights(state, target)
+        return target
+
+    # ------------------------------------------------------------------ saving
+    def _save(self, kind: str, value: float | None) -> Path:
+        progress = self.trainer.progress_checker.state_dict()
+        done, step = progress["epoch"] - 1, progress["step"] - 1
+        name = f"epoch-{done:04d}" if kind == "epoch" else f"{kind}-epoch-{done:04d}-step-{step:06d}"
+        entry = CheckpointEntry(
+            name=name,
+            kind=kind,
+            epoch=done,
+            step=step,
+            save_format=self.config.save_format,
+            monitor=self._monitor if value is not None else None,
+            mode=self.config.monitor_mode,
+            value=value,
+        )
+        path = self.store.save(self._gather_state(), entry, self._meta(kind, value), self._select)
+        self.last_checkpoint = path
+        self.best_checkpoint = self.store.best()
+        self._saved_at = progress
+        return path
+
+    def _gather_state(self) -> dict[str, Any]:
+        trainer = self.trainer
+        state = trainer.state_dict()
+        state["model"] = dict(state["model"])
+        state["rng"] = capture_rng()
+        state["history"] = [_json_scalars(summary) for summary in trainer.history]
+        return state
+
+    def _meta(self, kind: str, value: float | None) -> dict[str, Any]:
+        progress = self.trainer.progress_checker.state_dict()
+        return {
+            "kind": kind,
+            "interrupted": kind == "interrupted",
+            "epoch": progress["epoch"] - 1,
+            "step": progress["step"] - 1,
+            "monitor": self._monitor if value is not None else None,
+            "mode": self.config.monitor_mode,
+            "value": value,
+            "trainer": type(self.trainer).__name__,
+            "model": type(self.trainer.unwrapped_model).__name__,
+            "zae_engine": __version__,
+            "torch": torch.__version__,
+        }
+
+    def _monitored(self, summary: dict[str, Any]) -> float | None:
+        """The monitored value in `summary` (None when not finite); an absent key is a ConfigError."""
+        monitor = self.config.monitor or self.trainer.best.get("metric")
+        if monitor is None:
+            monitor = "valid/loss" if "valid/loss" in summary else "train/loss"
+        if monitor not in summary:
+            keys = sorted(k for k in summary if k not in ("epoch", "step"))
+            raise ConfigError(
+                f"add-on 'state_manager': monitor {monitor!r} is not in the epoch summary{did_you_mean(monitor, keys)}; "
+                f"available keys: {', '.join(keys)}"
+            )
+        self._monitor = monitor
+        try:
+            value = float(summary[monitor])
+        except (TypeError, ValueError):
+            return None
+        return value if math.isfinite(value) else None
+
+    def _scored(self, entries: list[CheckpointEntry]) -> list[CheckpointEntry]:
+        return [
+            e
+            for e in entries
+            if e.kind == "epoch"
+            and e.value is not None
+            and e.monitor == self._monitor
+            and e.mode == self.config.monitor_mode
+        ]
+
+    def _enters_top_k(self, value: float | None) -> bool:
+        k = self.config.save_top_k
+        if value is None or k == 0:
+            return False
+        if k < 0:
+            return True
+        sign = 1.0 if self.config.monitor_mode == "min" else -1.0
+        at_least_as_good = [e for e in self._scored(self.store.entries()) if sign * e.value <= sign * value]
+        return len(at_least_as_good) < k
+
+    def _select(self, entries: list[CheckpointEntry]) -> list[CheckpointEntry]:
+        """Which checkpoints stay: manual ones, the `keep_last` most recent, and the `save_top_k` best."""
+        keep = [e for e in entries if e.kind == "manual"]
+        rolling = [e for e in entries if e.kind != "manual"]
+        if self.config.keep_last:
+            keep += rolling[-self.config.keep_last :]
+        if self._monitor is None:  # nothing ranked yet in this process: prune no scored checkpoint
+            keep += [e for e in rolling if e.value is not None]
+            return keep
+        scored = self._scored(rolling)
+        k = self.config.save_top_k
+        if k < 0:
+            keep += scored
+        elif k > 0:
+            sign = 1.0 if self.config.monitor_mode == "min" else -1.0
+            order = {id(e): i for i, e in enumerate(scored)}
+            keep += sorted(scored, key=lambda e: (sign * e.value, order[id(e)]))[:k]
+        keep += [e for e in rolling if e.value is not None and e.monitor != self._monitor]  # other monitors: left alone
+        return keep
+
+    # ------------------------------------------------------------------ loading
+    def _restore_best_weights(self, state: dict[str, Any], loaded: Path) -> None:
+        """Refill the trainer's best-weights buffer (for apply_weights()) from the best checkpoint, if it is that epoch."""
+        trainer = self.trainer
+        best = self.best_checkpoint
+        if not trainer.config.keep_best_weights or best is None or not trainer.is_rank_zero:
+            return
+        entry = next((e for e in self.store.entries() if e.name == best.name), None)
+        if entry is None or entry.epoch != trainer.best.get("epoch"):
+            return
+        try:
+            model = state["model"] if best.name == loaded.name else read_any(best)[0]["model"]
+        except CheckpointError:
+            return  # the buffer stays empty; apply_weights(path) still works
+        trainer._best_weights = {k: v.detach().to("cpu", copy=True) for k, v in model.items()}
+
+
+def _json_scalars(summary: dict[str, Any]) -> dict[str, Any]:
+    out = {}
+    for key, value in summary.items():
+        if isinstance(value, torch.Tensor) and value.numel() == 1:
+            value = value.item()
+        if isinstance(value, (str, int, float, bool)) or value is None:
+            out[str(key)] = value
+    return out

@@ -1,0 +1,86 @@
+"""`manifest.json`: the list of complete checkpoints in a save_path, oldest first.
+
+A checkpoint is added only after its folder is whole and renamed into place, and the manifest itself is
+replaced atomically, so whoever reads it only ever sees complete checkpoints. It is plain JSON, read with
+pydantic: a damaged or foreign file is a clear error, never code.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from zae_engine.errors import CheckpointError
+from zae_engine.io import atomic_path
+
+MANIFEST_NAME = "manifest.json"
+MANIFEST_FORMAT = "zae-engine checkpoint manifest"
+
+Kind = Literal["epoch", "interrupted", "manual"]
+
+
+class CheckpointEntry(BaseModel):
+    """One complete checkpoint folder in the save_path."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    name: str = Field(description="folder name inside the save_path")
+    kind: Kind = Field(description="'epoch' (end of an epoch), 'interrupted' (SIGINT/SIGTERM) or 'manual' (save_state)")
+    epoch: int = Field(description="epochs completed when it was saved")
+    step: int = Field(description="optimizer steps completed when it was saved")
+    save_format: Literal["ckpt", "safetensors"]
+    monitor: str | None = None
+    mode: Literal["min", "max"] = "min"
+    value: float | None = Field(None, description="the monitored metric at save time (None: not scored)")
+    created: str = Field(default_factory=lambda: datetime.now(timezone.utc).isoformat(timespec="seconds"))
+
+
+class Manifest(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    format: Literal["zae-engine checkpoint manifest"] = MANIFEST_FORMAT
+    version: int = 1
+    checkpoints: list[CheckpointEntry] = []
+    latest: str | None = None
+    best: str | None = None
+
+    def names(self) -> set[str]:
+        return {entry.name for entry in self.checkpoints}
+
+
+def read_manifest(root: Path) -> Manifest:
+    """The manifest in `root`, or an empty one when there is none yet."""
+    path = root / MANIFEST_NAME
+    if not path.exists():
+        return Manifest()
+    try:
+        raw = json.loads(path.read_bytes().decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise CheckpointError(
+            f"{str(path)!r} is not a checkpoint manifest (not JSON: {exc}); delete it, or load a checkpoint folder "
+            "by its path. Nothing from it was executed"
+        ) from None
+    if not isinstance(raw, dict) or raw.get("format") != MANIFEST_FORMAT:
+        raise CheckpointError(
+            f"{str(path)!r} is not a zae-engine checkpoint manifest; pass a checkpoint folder instead"
+        )
+    try:
+        return Manifest.model_validate(raw)
+    except ValidationError as exc:
+        raise CheckpointError(f"{str(path)!r} is a damaged checkpoint manifest: {exc.errors()[0]['msg']}") from None
+
+
+def write_manifest(root: Path, manifest: Manifest) -> None:
+    """Replace the manifest atomically (temp file, fsync, rename)."""
+    manifest.latest = manifest.checkpoints[-1].name if manifest.checkpoints else None
+    text = json.dumps(manifest.model_dump(mode="json"), indent=2, allow_nan=False)
+    with atomic_path(root / MANIFEST_NAME) as tmp:
+        with open(tmp, "w", encoding="utf-8") as handle:
+            handle.write(text + "\n")
+            handle.flush()
+            os.fsync(handle.fileno())
