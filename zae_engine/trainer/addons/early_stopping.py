@@ -1,0 +1,118 @@
+"""Stop training when a monitored epoch metric stops improving.
+
+Under torch.distributed every rank reaches the same decision through one all-reduce of the stop flag
+(any rank that wants to stop stops them all), so no rank is left waiting in a collective.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Literal
+
+import torch
+import torch.distributed as dist
+from pydantic import Field, model_validator
+
+from zae_engine.distributed import is_distributed
+from zae_engine.errors import ConfigError, did_you_mean
+from zae_engine.trainer.addons.base import AddOnBase, AddOnConfig
+
+
+class EarlyStoppingConfig(AddOnConfig):
+    """`monitor` and `monitor_mode` mean what they mean to state_manager, so the two add-ons can share a trainer."""
+
+    monitor: str | None = Field(
+        None,
+        description="Epoch-summary key to watch, e.g. 'valid/acc'. None: the trainer's best metric "
+        "('valid/loss' when validating, else 'train/loss'). Shared with state_manager: one watched metric per run.",
+    )
+    monitor_mode: Literal["min", "max"] = Field("min", description="'min': lower is better; 'max': higher is better")
+    patience: int = Field(5, ge=1, description="epochs without improvement before stopping")
+    min_delta: float = Field(0.0, ge=0.0, description="an improvement must beat the best by more than this")
+
+    @model_validator(mode="after")
+    def _max_needs_monitor(self) -> EarlyStoppingConfig:
+        if self.monitor_mode == "max" and self.monitor is None:
+            raise ValueError("monitor_mode='max' needs a monitor such as 'valid/acc' (the default metric is a loss)")
+        return self
+
+
+class EarlyStoppingAddon(AddOnBase):
+    """Sets `trainer.should_stop` once `monitor` has not improved for `patience` epochs."""
+
+    name = "early_stopping"
+    description = "Stop when a monitored metric stops improving (patience, min_delta; all DDP ranks together)."
+    Config = EarlyStoppingConfig
+
+    def __init__(self, trainer: Any, config: EarlyStoppingConfig) -> None:
+        super().__init__(trainer, config)
+        self.best: float | None = None
+        self.best_epoch: int | None = None
+        self.bad_epochs = 0
+        self.stopped_epoch: int | None = None
+        self.reason: str | None = None
+
+    def improved(self, value: float) -> bool:
+        """Whether `value` beats the best so far by more than `min_delta` (NaN never does)."""
+        if math.isnan(value):
+            return False
+        if self.best is None:
+            return True
+        if self.config.monitor_mode == "min":
+            return value < self.best - self.config.min_delta
+        return value > self.best + self.config.min_delta
+
+    def on_run_start(self) -> None:
+        self.stopped_epoch = self.reason = None
+
+    def on_epoch_end(self, epoch: int, summary: dict[str, Any]) -> None:
+        if self.trainer.mode != "train":
+            return
+        monitor = self.config.monitor or self.trainer.best["metric"]
+        if monitor not in summary:
+            metrics = sorted(k for k, v in summary.items() if isinstance(v, (int, float)))
+            raise ConfigError(
+                f"{self.label()}: monitor '{monitor}' is not in the epoch summary{did_you_mean(monitor, metrics)}; "
+                f"available: {', '.join(metrics)}. Pass a valid_loader for 'valid/...' keys, or set monitor"
+            )
+        value = float(summary[monitor])
+        if self.improved(value):
+            self.best, self.best_epoch, self.bad_epochs = value, epoch, 0
+        else:
+            self.bad_epochs += 1
+        wants_stop = self.bad_epochs >= self.config.patience
+        if _any_rank(wants_stop, self.trainer.device):
+            self.trainer.should_stop = True
+            self.stopped_epoch = epoch
+            self.reason = (
+                f"early stopping after epoch {epoch}: {monitor} has not improved by more than {self.config.min_delta:g} "
+                f"for {self.bad_epochs} epoch(s) (best {_shown(self.best)} at epoch {self.best_epoch}, "
+                f"patience {self.config.patience})"
+            )
+
+    def on_run_end(self, error: BaseException | None) -> None:
+        if self.reason is not None and error is None and self.trainer.is_rank_zero:
+            self.trainer._display_note(self.reason)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"best": self.best, "best_epoch": self.best_epoch, "bad_epochs": self.bad_epochs}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        best = state.get("best")
+        self.best = None if best is None else float(best)
+        self.best_epoch = state.get("best_epoch")
+        self.bad_epochs = int(state.get("bad_epochs", 0))
+
+
+def _any_rank(flag: bool, device: torch.device) -> bool:
+    """True on every rank when it is True on at least one: one all-reduce (MAX), no barrier."""
+    if not is_distributed():
+        return flag
+    where = device if dist.get_backend() == "nccl" else torch.device("cpu")
+    packed = torch.tensor([int(flag)], dtype=torch.int32, device=where)
+    dist.all_reduce(packed, op=dist.ReduceOp.MAX)
+    return bool(packed.item())
+
+
+def _shown(value: float | None) -> str:
+    return "none" if value is None else f"{value:.6g}"
