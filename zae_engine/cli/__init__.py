@@ -1,5 +1,16 @@
-"""PLACEHOLDER — the Typer app lands with issue 5."""
+"""The `zae` command line: add-on listing, spec validation, training runs, the spec's JSON Schema.
+
+`main` is the console script. Importing this package is cheap: torch and add-ons are imported only by the
+commands that need them (`validate`, `run`, `addons list --check`).
+"""
+
+from __future__ import annotations
 
 
 def main() -> None:
-    raise SystemExit("zae CLI not built yet")
+    from zae_engine.cli.app import app
+
+    app()
+
+
+__all__ = ["main"]

@@ -1,0 +1,71 @@
+"""How the CLI talks: rich consoles, and one place that turns exceptions into a message and an exit code."""
+
+from __future__ import annotations
+
+import functools
+import os
+import traceback
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import typer
+from rich.console import Console
+
+from zae_engine.errors import ZaeError
+
+out = Console(highlight=False, soft_wrap=True)
+err = Console(stderr=True, highlight=False, soft_wrap=True)
+
+EXIT_ERROR = 1
+EXIT_INTERRUPTED = 130
+
+
+class _State:
+    """Global CLI options (`zae --debug ...`); ZAE_DEBUG=1 does the same."""
+
+    debug = bool(os.environ.get("ZAE_DEBUG"))
+
+
+state = _State()
+
+
+def report(label: str, style: str, message: str) -> None:
+    err.print(f"[{style}]{label}:[/] ", end="")
+    err.print(message, markup=False)
+
+
+@contextmanager
+def handled() -> Iterator[None]:
+    """Exit 1 with one readable message on any error, 130 on Ctrl-C; the traceback only with --debug."""
+    try:
+        yield
+    except typer.Exit:
+        raise
+    except KeyboardInterrupt as exc:  # includes TrainingInterrupted (SIGINT/SIGTERM during training)
+        if state.debug:
+            traceback.print_exc()
+        report("interrupted", "yellow", str(exc) or "Ctrl-C")
+        raise typer.Exit(EXIT_INTERRUPTED) from None
+    except ZaeError as exc:
+        if state.debug:
+            traceback.print_exc()
+        report("error", "bold red", str(exc))
+        raise typer.Exit(EXIT_ERROR) from None
+    except Exception as exc:
+        if state.debug:
+            traceback.print_exc()
+        hint = "" if state.debug else "  (run `zae --debug ...` to see the traceback)"
+        report("error", "bold red", f"{type(exc).__name__}: {exc}{hint}")
+        raise typer.Exit(EXIT_ERROR) from None
+
+
+def command(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Run a Typer command inside `handled()`."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        with handled():
+            return fn(*args, **kwargs)
+
+    return wrapper

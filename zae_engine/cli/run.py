@@ -1,0 +1,90 @@
+"""`zae validate SPEC` and `zae run [SPEC]`: the same checks, then (for run) the training and a summary."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import typer
+
+from zae_engine.cli.launch import LaunchOptions, launch
+from zae_engine.cli.output import out, state
+
+
+def prepare(spec_path: Path, overrides: list[str]) -> Any:
+    """Read, validate and check a spec (imports torch and the add-ons it names); returns the RunPlan."""
+    from zae_engine.spec import load_spec
+    from zae_engine.spec_build import check_spec
+
+    spec, source = load_spec(spec_path, overrides)
+    return check_spec(spec, source)
+
+
+def validate(spec_path: Path, overrides: list[str]) -> None:
+    plan = prepare(spec_path, overrides)
+    spec = plan.spec
+    addons = ", ".join(entry.name for entry in spec.addons) or "none"
+    out.print(
+        f"[green]valid:[/] {spec_path} — {plan.trainer_class.__name__}, model {spec.model.class_path}, "
+        f"{spec.run.n_epoch} epoch(s) on {spec.device}, add-ons: {addons}"
+    )
+
+
+def run(spec_path: Path, overrides: list[str], launcher: LaunchOptions) -> None:
+    if launcher.wanted:
+        code = launch(launcher, str(spec_path), overrides, debug=state.debug)
+        raise typer.Exit(code)
+    from zae_engine.spec_build import build_run
+
+    plan = prepare(spec_path, overrides)
+    built = build_run(plan)
+    trainer = built.trainer
+    trainer.run_spec = plan.run_spec
+    if _rank_zero():
+        out.print(
+            f"[bold]zae run[/] {spec_path}: {type(trainer).__name__}, {built.n_epoch} epoch(s) on {plan.spec.device}"
+        )
+    started = time.perf_counter()
+    try:
+        trainer.run(built.n_epoch, built.loader, built.valid_loader)
+    except KeyboardInterrupt:
+        if _rank_zero():
+            out.print(summary(trainer, time.perf_counter() - started, stopped=True))
+        raise
+    if _rank_zero():
+        out.print(summary(trainer, time.perf_counter() - started))
+
+
+def summary(trainer: Any, seconds: float, stopped: bool = False) -> str:
+    """'done: 5 epoch(s) in 2.1 s; best valid/loss 0.1234 (epoch 5); checkpoints: runs/demo'."""
+    epochs = len(trainer.history)
+    head = "stopped" if stopped else "done"
+    parts = [
+        f"{head}: {epochs} epoch(s) in {seconds:.1f} s"
+        if epochs or not _ran_elsewhere(trainer)
+        else f"{head} in {seconds:.1f} s (training ran in worker processes)"
+    ]
+    best = getattr(trainer, "best", {}) or {}
+    if best.get("metric") is not None and best.get("epoch") is not None:
+        parts.append(f"best {best['metric']} {best['value']:.4f} (epoch {best['epoch']})")
+    folders = [
+        str(Path(addon.config.save_path).resolve())
+        for addon in trainer.addons.values()
+        if hasattr(addon.config, "save_path")
+    ]
+    parts.append(
+        f"checkpoints: {', '.join(folders)}"
+        if folders
+        else "checkpoints: none (add `- {name: state_manager, save_path: ...}` under addons to keep them)"
+    )
+    return "; ".join(parts)
+
+
+def _ran_elsewhere(trainer: Any) -> bool:
+    return any(addon.launch is not None for addon in trainer.addons.values())
+
+
+def _rank_zero() -> bool:
+    return os.environ.get("RANK", "0") == "0"

@@ -1,0 +1,215 @@
+"""The run spec: pydantic models of the YAML file `zae validate` checks and `zae run` trains.
+
+```yaml
+trainer: {class_path: examples.toy.ToyTrainer, init_args: {gradient_clip: 1.0}}
+device: cpu
+model: {class_path: torch.nn.Linear, init_args: {in_features: 10, out_features: 2}}
+optimizer: {class_path: torch.optim.Adam, init_args: {lr: 1.0e-3}}      # gets model.parameters() injected
+scheduler: {class_path: zae_engine.schedulers.CosineAnnealingScheduler, init_args: {total_iters: 100}}
+data:
+  train: {dataset: {class_path: examples.toy.RandomDataset, init_args: {size: 1000}}, batch_size: 32, shuffle: true}
+addons:
+  - {name: state_manager, save_path: runs/demo}                      # name + that add-on's Config fields
+run: {n_epoch: 10, seed: 0}
+```
+
+This module imports neither torch nor any add-on, so `zae schema` stays fast. Checking that class paths import
+and that add-on fields fit their `Config` is `spec_build`'s job.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Literal, Union, get_args, get_origin
+
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, ValidationError
+
+from zae_engine.errors import did_you_mean
+from zae_engine.spec_source import FieldPath, Problem, SpecError, SpecSource, apply_overrides, read_spec
+from zae_engine.trainer.config import TrainerConfig
+
+CLASS_PATH = r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*(:[A-Za-z_]\w*(\.[A-Za-z_]\w*)*)?$"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Component(_Strict):
+    """Something built from an importable class: `class_path` plus the keyword arguments for it."""
+
+    class_path: str = Field(
+        pattern=CLASS_PATH,
+        description="'package.module.Name' or 'package.module:Name', importable from the current directory "
+        "or the spec's folder",
+    )
+    init_args: dict[str, Any] = Field(default_factory=dict, description="keyword arguments for the class")
+
+
+class TrainerArgs(TrainerConfig):
+    """The Trainer's own keyword options (see zae_engine.trainer.config); add-on options go under `addons`."""
+
+    mode: Literal["train", "test"] = Field("train", description="'train' updates weights; 'test' only evaluates")
+
+
+class TrainerSpec(_Strict):
+    class_path: str = Field(pattern=CLASS_PATH, description="your Trainer subclass (it defines train_step/test_step)")
+    init_args: TrainerArgs = Field(default_factory=TrainerArgs, description="the Trainer's options")
+
+
+class LoaderSpec(_Strict):
+    """A torch DataLoader over a dataset component."""
+
+    dataset: Component
+    batch_size: int = Field(1, ge=1)
+    shuffle: StrictBool = False
+    num_workers: int = Field(0, ge=0, description="loader worker processes (each seeded from run.seed)")
+    drop_last: StrictBool = False
+    pin_memory: StrictBool = False
+    collate_fn: str | None = Field(None, pattern=CLASS_PATH, description="class path of a collate function")
+
+
+class DataSpec(_Strict):
+    train: LoaderSpec = Field(description="the loader `run` iterates every epoch (test mode: evaluates)")
+    valid: LoaderSpec | None = Field(None, description="validated after every training epoch")
+
+
+class AddOnEntry(BaseModel):
+    """`name` of a registered add-on plus that add-on's Config fields (see `zae addons show NAME`)."""
+
+    model_config = ConfigDict(extra="allow", json_schema_extra={"additionalProperties": True})
+
+    name: str = Field(min_length=1, description="registry name, e.g. state_manager, mpu, wandb, neptune")
+
+    @property
+    def options(self) -> dict[str, Any]:
+        return dict(self.model_extra or {})
+
+
+class RunOptions(_Strict):
+    n_epoch: int = Field(ge=0, description="epochs to train (or evaluate, in test mode)")
+    seed: int | None = Field(0, description="seeds python, numpy, torch and loader workers; null leaves them alone")
+    deterministic: StrictBool = Field(False, description="ask torch for deterministic kernels (slower)")
+
+
+class RunSpec(_Strict):
+    """One training run."""
+
+    trainer: TrainerSpec
+    device: str | list[str] = Field("cpu", description="'cpu', 'cuda', 'cuda:1', or a list (needs a launcher add-on)")
+    model: Component
+    optimizer: Component | None = Field(None, description="built with the model's parameters first (injected)")
+    scheduler: Component | None = Field(None, description="built with the optimizer first (injected)")
+    data: DataSpec
+    addons: list[AddOnEntry] = Field(default_factory=list)
+    run: RunOptions
+
+
+def load_spec(path: str | Path, overrides: list[str] | None = None) -> tuple[RunSpec, SpecSource]:
+    """Read, interpolate, override and validate a spec file; SpecError lists every problem."""
+    source = read_spec(path)
+    apply_overrides(source, overrides or [])
+    return validate_spec(source), source
+
+
+def validate_spec(source: SpecSource) -> RunSpec:
+    try:
+        return RunSpec.model_validate(source.data)
+    except ValidationError as err:
+        raise source.error(problems_from_pydantic(err, source.data, RunSpec)) from None
+
+
+def problems_from_pydantic(
+    err: ValidationError, data: Any, model: type[BaseModel], prefix: FieldPath = (), owner: str = ""
+) -> list[Problem]:
+    """One Problem per field; union-branch labels dropped, unknown keys get "did you mean"."""
+    merged: dict[FieldPath, list[str]] = {}
+    for item in err.errors():
+        path = _real_path(item["loc"], data)
+        if item["type"] == "extra_forbidden":
+            known = _fields_at(model, path[:-1])
+            message = f"unknown key '{path[-1]}'{did_you_mean(str(path[-1]), known)}"
+            if known:
+                message += f"; allowed here: {', '.join(known)}"
+        elif item["type"] == "missing":
+            message = "required, but missing"
+        else:
+            message = f"{item['msg']} (got {item['input']!r})"
+        merged.setdefault(path, [])
+        if message not in merged[path]:
+            merged[path].append(message)
+    lead = f"{owner}: " if owner else ""
+    return [Problem((*prefix, *path), lead + " or ".join(messages)) for path, messages in merged.items()]
+
+
+def _real_path(loc: tuple, data: Any) -> FieldPath:
+    """Drop pydantic's union labels ('str', 'list[str]', ...) by walking the data alongside the location."""
+    path: list[str | int] = []
+    node = data
+    for part in loc:
+        if isinstance(node, dict):
+            path.append(part)
+            node = node.get(part)
+        elif isinstance(node, list) and isinstance(part, int):
+            path.append(part)
+            node = node[part] if part < len(node) else None
+        elif node is None and isinstance(part, str) and not path[-1:] == [part]:
+            path.append(part)
+    return tuple(path)
+
+
+def _fields_at(model: type[BaseModel], path: FieldPath) -> list[str]:
+    """Field names of the model found at `path` inside `model` (empty if none)."""
+    current: Any = model
+    for part in path:
+        if isinstance(part, int):
+            continue
+        if not (isinstance(current, type) and issubclass(current, BaseModel)) or part not in current.model_fields:
+            return []
+        current = _model_of(current.model_fields[part].annotation)
+    if isinstance(current, type) and issubclass(current, BaseModel):
+        return list(current.model_fields)
+    return []
+
+
+def _model_of(annotation: Any) -> Any:
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    if get_origin(annotation) in (list, Union) or str(get_origin(annotation)) == "<class 'types.UnionType'>":
+        for arg in get_args(annotation):
+            found = _model_of(arg)
+            if found is not None:
+                return found
+    return None
+
+
+def spec_json_schema(addon_names: list[str] | None = None) -> dict[str, Any]:
+    """The JSON Schema editors use to check and complete spec files; `addon_names` become the known names."""
+    schema = RunSpec.model_json_schema()
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    schema["title"] = "zae-engine run spec"
+    if addon_names:
+        schema["$defs"]["AddOnEntry"]["properties"]["name"]["examples"] = addon_names
+    return schema
+
+
+def schema_text(addon_names: list[str] | None = None) -> str:
+    return json.dumps(spec_json_schema(addon_names), indent=2)
+
+
+__all__ = [
+    "AddOnEntry",
+    "Component",
+    "DataSpec",
+    "LoaderSpec",
+    "RunOptions",
+    "RunSpec",
+    "SpecError",
+    "SpecSource",
+    "TrainerArgs",
+    "TrainerSpec",
+    "load_spec",
+    "validate_spec",
+    "spec_json_schema",
+]

@@ -1,0 +1,321 @@
+"""From a validated spec to a ready trainer: `check_spec` (what `zae validate` does) and `build_run` (`zae run`).
+
+`check_spec` imports every class path, checks `init_args` against each constructor's signature, loads the add-ons
+named in the spec and validates their fields with their own `Config`, and composes the trainer class: everything
+short of building objects. `build_run` then seeds, builds model, optimizer (given the model's parameters),
+scheduler (given the optimizer), datasets, loaders and the trainer. Both report through `SpecSource`, so each
+problem names the file, line and field.
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import os
+import pkgutil
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from zae_engine.errors import CompositionError, ConfigError, did_you_mean
+from zae_engine.registry import AddOnError, get_addon
+from zae_engine.spec import Component, LoaderSpec, RunSpec, problems_from_pydantic
+from zae_engine.spec_source import FieldPath, Problem, SpecSource, dotted
+
+
+@dataclass
+class RunPlan:
+    """Everything `zae validate` checked, ready for `build_run`."""
+
+    spec: RunSpec
+    source: SpecSource
+    trainer_class: type
+    classes: dict[FieldPath, Any] = field(default_factory=dict)  # component path -> resolved class/callable
+    addon_kwargs: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def run_spec(self) -> dict[str, Any]:
+        """The resolved spec as plain data for trackers; `${SECRET}` fields keep their placeholder."""
+        data = self.spec.model_dump(mode="json")
+        for path, template in self.source.env_templates.items():
+            _put(data, path, template)
+        return data
+
+
+@dataclass
+class BuiltRun:
+    trainer: Any
+    loader: Any
+    valid_loader: Any
+    n_epoch: int
+
+
+def add_import_roots(spec_path: Path) -> None:
+    """Class paths resolve like `python -m` from the current directory, then from the spec's folder."""
+    for root in reversed([os.getcwd(), str(spec_path.resolve().parent)]):
+        if root in sys.path:
+            sys.path.remove(root)
+        sys.path.insert(0, root)
+
+
+def resolve(class_path: str, source: SpecSource, path: FieldPath) -> Any:
+    """Import `package.module.Name` / `package.module:Name`; a problem says whether the module or the name is wrong."""
+    if ":" in class_path:
+        module_name, _, attr_path = class_path.partition(":")
+        return _attribute(_import(module_name, source, path), attr_path, class_path, source, path)
+    parts = class_path.split(".")
+    for cut in range(len(parts) - 1, 0, -1):
+        module_name = ".".join(parts[:cut])
+        try:
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError as exc:
+            if exc.name and (module_name == exc.name or module_name.startswith(exc.name + ".")):
+                continue  # this prefix is not a module: try a shorter one (Name may be nested)
+            raise source.fail(path, _import_failed(module_name, exc)) from exc
+        except Exception as exc:
+            raise source.fail(path, _import_failed(module_name, exc)) from exc
+        return _attribute(module, ".".join(parts[cut:]), class_path, source, path)
+    if len(parts) == 1:
+        raise source.fail(path, f"'{class_path}' is not a class path; write it as package.module.Name")
+    raise source.fail(path, _no_module(parts[0], None))
+
+
+def _import(module_name: str, source: SpecSource, path: FieldPath) -> Any:
+    try:
+        return importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        if exc.name and (module_name == exc.name or module_name.startswith(exc.name + ".")):
+            parent = exc.name.rpartition(".")[0]
+            raise source.fail(path, _no_module(exc.name, parent or None)) from None
+        raise source.fail(path, _import_failed(module_name, exc)) from exc
+    except Exception as exc:
+        raise source.fail(path, _import_failed(module_name, exc)) from exc
+
+
+def _no_module(name: str, parent: str | None) -> str:
+    if parent:
+        package = sys.modules.get(parent)
+        found = [m.name for m in pkgutil.iter_modules(getattr(package, "__path__", []))]
+        leaf = name.rpartition(".")[2]
+        return f"module not found: package '{parent}' has no module '{leaf}'{did_you_mean(leaf, found)}"
+    found = [m.name for m in pkgutil.iter_modules(sys.path[:2])]
+    return (
+        f"module not found: no module named '{name}'{did_you_mean(name, found)}; class paths are imported from the "
+        f"current directory ({os.getcwd()}), then the spec's folder, then installed packages"
+    )
+
+
+def _import_failed(module_name: str, exc: BaseException) -> str:
+    return f"importing module '{module_name}' failed: {type(exc).__name__}: {exc}"
+
+
+def _attribute(module: Any, attr_path: str, class_path: str, source: SpecSource, path: FieldPath) -> Any:
+    obj = module
+    for attr in attr_path.split("."):
+        if not hasattr(obj, attr):
+            names = [n for n in dir(obj) if not n.startswith("_")]
+            raise source.fail(
+                path,
+                f"name not found: module '{module.__name__}' has no attribute '{attr}'{did_you_mean(attr, names)} "
+                f"(the module itself was found: {getattr(module, '__file__', module.__name__)})",
+            )
+        obj = getattr(obj, attr)
+    return obj
+
+
+def _check_call(target: Any, injected: int, kwargs: dict[str, Any], source: SpecSource, path: FieldPath) -> None:
+    """Check `init_args` against the constructor's signature, before anything is built."""
+    if not callable(target):
+        raise source.fail((*path, "class_path"), f"{target!r} is not a class or callable")
+    try:
+        signature = inspect.signature(target)
+    except (TypeError, ValueError):
+        return  # builtins without a signature: the call itself will tell
+    params = signature.parameters
+    takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
+    keywords = [n for n, p in params.items() if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    problems = [
+        Problem((*path, "init_args", key), f"{_name(target)} takes no argument '{key}'{did_you_mean(key, keywords)}")
+        for key in kwargs
+        if not takes_any and key not in keywords
+    ]
+    if problems:
+        raise source.error(problems)
+    try:
+        signature.bind(*([None] * injected), **kwargs)
+    except TypeError as exc:
+        raise source.fail((*path, "init_args"), f"{_name(target)}: {exc}") from None
+
+
+def _name(target: Any) -> str:
+    return getattr(target, "__qualname__", None) or repr(target)
+
+
+def check_spec(spec: RunSpec, source: SpecSource) -> RunPlan:
+    """Everything short of building objects; raises SpecError naming file, line and field."""
+    from zae_engine.trainer import Trainer
+
+    add_import_roots(source.path)
+    trainer_class = resolve(spec.trainer.class_path, source, ("trainer", "class_path"))
+    if not (isinstance(trainer_class, type) and issubclass(trainer_class, Trainer)):
+        raise source.fail(("trainer", "class_path"), f"{spec.trainer.class_path} is not a subclass of Trainer")
+    if inspect.isabstract(trainer_class):
+        missing = ", ".join(sorted(trainer_class.__abstractmethods__))
+        raise source.fail(("trainer", "class_path"), f"{trainer_class.__name__} does not define {missing}")
+    plan = RunPlan(spec, source, trainer_class)
+
+    components: list[tuple[FieldPath, Component, int]] = [(("model",), spec.model, 0)]
+    if spec.optimizer is not None:
+        components.append((("optimizer",), spec.optimizer, 1))
+    elif spec.trainer.init_args.mode == "train":
+        raise source.fail(("optimizer",), "mode 'train' needs an optimizer, e.g. {class_path: torch.optim.Adam}")
+    if spec.scheduler is not None:
+        if spec.optimizer is None:
+            raise source.fail(("scheduler",), "a scheduler needs an optimizer; add an optimizer section")
+        components.append((("scheduler",), spec.scheduler, 1))
+    for name, loader in _loaders(spec):
+        components.append((("data", name, "dataset"), loader.dataset, 0))
+        if loader.collate_fn:
+            plan.classes[("data", name, "collate_fn")] = resolve(
+                loader.collate_fn, source, ("data", name, "collate_fn")
+            )
+    for path, component, injected in components:
+        target = resolve(component.class_path, source, (*path, "class_path"))
+        _check_call(target, injected, component.init_args, source, path)
+        plan.classes[path] = target
+
+    addon_classes = _check_addons(spec, source, plan)
+    try:
+        plan.trainer_class = trainer_class.add_on(*addon_classes) if addon_classes else trainer_class
+    except CompositionError as exc:
+        raise source.fail(("addons",), str(exc)) from None
+    devices = spec.device if isinstance(spec.device, list) else [spec.device]
+    if len(devices) > 1 and not any(a.launch is not None for a in addon_classes):
+        raise source.fail(
+            ("device",), f"{len(devices)} devices need a launcher add-on: add `- {{name: mpu}}` under addons"
+        )
+    return plan
+
+
+def _loaders(spec: RunSpec) -> list[tuple[str, LoaderSpec]]:
+    return [(name, loader) for name, loader in (("train", spec.data.train), ("valid", spec.data.valid)) if loader]
+
+
+def _check_addons(spec: RunSpec, source: SpecSource, plan: RunPlan) -> list[type]:
+    classes: list[type] = []
+    seen: dict[str, int] = {}
+    problems: list[Problem] = []
+    owners: dict[str, int] = {}
+    for index, entry in enumerate(spec.addons):
+        path: FieldPath = ("addons", index)
+        if entry.name in seen:
+            problems.append(
+                Problem((*path, "name"), f"add-on '{entry.name}' is already listed as addons[{seen[entry.name]}]")
+            )
+            continue
+        seen[entry.name] = index
+        try:
+            addon = get_addon(entry.name)
+        except AddOnError as exc:
+            problems.append(Problem((*path, "name"), str(exc)))
+            continue
+        try:
+            config = addon.Config(**entry.options)
+        except Exception as exc:  # pydantic ValidationError, or a validator raising
+            if hasattr(exc, "errors"):
+                problems += problems_from_pydantic(
+                    exc, entry.options, addon.Config, path, owner=f"add-on '{entry.name}'"
+                )
+            else:
+                problems.append(Problem(path, f"add-on '{entry.name}': {exc}"))
+            continue
+        classes.append(addon)
+        del config  # valid; the trainer builds its own from the same keywords
+        for key, value in entry.options.items():
+            if key in plan.addon_kwargs and plan.addon_kwargs[key] != value:
+                merged = _merge_shared(plan.addon_kwargs[key], value)
+                if merged is None:
+                    problems.append(
+                        Problem(
+                            (*path, key),
+                            f"'{key}' is shared with addons[{owners[key]}] and must have one value; "
+                            "write the same value in both entries",
+                        )
+                    )
+                    continue
+                value = merged
+            plan.addon_kwargs[key] = value
+            owners.setdefault(key, index)
+    if problems:
+        raise source.error(problems)
+    return classes
+
+
+def _merge_shared(old: Any, new: Any) -> Any:
+    """Two entries may both give a shared dict keyword (web_logger: {wandb: ..} and {neptune: ..}): merge them."""
+    if isinstance(old, dict) and isinstance(new, dict) and all(old[k] == new[k] for k in old.keys() & new.keys()):
+        return {**old, **new}
+    return None
+
+
+def build_run(plan: RunPlan) -> BuiltRun:
+    """Seed, then build model, optimizer, scheduler, loaders and the trainer."""
+    from zae_engine.seeding import seed_everything
+
+    spec, source = plan.spec, plan.source
+    if spec.run.seed is not None:
+        seed_everything(spec.run.seed, spec.run.deterministic)
+    model = _build(plan, ("model",), spec.model)
+    optimizer = _build(plan, ("optimizer",), spec.optimizer, model.parameters()) if spec.optimizer else None
+    scheduler = _build(plan, ("scheduler",), spec.scheduler, optimizer) if spec.scheduler else None
+    loaders = {name: _loader(plan, name, loader) for name, loader in _loaders(spec)}
+    options = spec.trainer.init_args.model_dump()
+    mode = options.pop("mode")
+    try:
+        trainer = plan.trainer_class(model, spec.device, mode, optimizer, scheduler, **options, **plan.addon_kwargs)
+    except ConfigError as exc:
+        raise source.fail(("trainer",), str(exc)) from None
+    return BuiltRun(trainer, loaders["train"], loaders.get("valid"), spec.run.n_epoch)
+
+
+def _build(plan: RunPlan, path: FieldPath, component: Component, *injected: Any) -> Any:
+    target = plan.classes[path]
+    try:
+        return target(*injected, **component.init_args)
+    except Exception as exc:
+        args = ", ".join(f"{k}={v!r}" for k, v in component.init_args.items())
+        raise plan.source.fail(
+            path, f"building {component.class_path}({args}) failed: {type(exc).__name__}: {exc}"
+        ) from exc
+
+
+def _loader(plan: RunPlan, name: str, spec: LoaderSpec) -> Any:
+    import torch
+    from torch.utils.data import DataLoader
+
+    from zae_engine.seeding import seed_worker
+
+    dataset = _build(plan, ("data", name, "dataset"), spec.dataset)
+    generator = torch.Generator()
+    if plan.spec.run.seed is not None:
+        generator.manual_seed(plan.spec.run.seed)
+    options = spec.model_dump(exclude={"dataset", "collate_fn"})
+    collate = plan.classes.get(("data", name, "collate_fn"))
+    try:
+        return DataLoader(dataset, **options, collate_fn=collate, generator=generator, worker_init_fn=seed_worker)
+    except (TypeError, ValueError) as exc:
+        raise plan.source.fail(("data", name), f"DataLoader: {exc}") from None
+
+
+def _put(data: Any, path: FieldPath, value: Any) -> None:
+    for part in path[:-1]:
+        try:
+            data = data[part]
+        except (KeyError, IndexError, TypeError):
+            return
+    if isinstance(data, dict) and path[-1] in data or isinstance(data, list) and isinstance(path[-1], int):
+        data[path[-1]] = value
+
+
+__all__ = ["BuiltRun", "RunPlan", "add_import_roots", "build_run", "check_spec", "dotted", "resolve"]

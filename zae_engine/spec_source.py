@@ -1,0 +1,209 @@
+"""A run spec as text: YAML with line numbers, `${ENV_VAR}` interpolation and `--set` overrides.
+
+Every later stage reports problems against a field path such as `("data", "train", "batch_size")`; this module
+turns that path back into where the user wrote it: `spec.yaml:12`, or the `--set` option that put it there.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from zae_engine.errors import ConfigError, did_you_mean
+
+FieldPath = tuple[str | int, ...]
+
+_ENV = re.compile(r"\$\$|\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One thing wrong with a spec, and how to fix it."""
+
+    path: FieldPath
+    message: str
+
+
+class SpecError(ConfigError):
+    """A spec that cannot run: one line per problem, each naming the place, the field and the fix."""
+
+    def __init__(self, lines: list[str]) -> None:
+        super().__init__("\n".join(lines))
+        self.lines = lines
+
+
+def dotted(path: FieldPath) -> str:
+    """('addons', 1, 'save_path') -> 'addons[1].save_path'."""
+    text = ""
+    for part in path:
+        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
+    return text or "(spec)"
+
+
+@dataclass
+class SpecSource:
+    """The raw spec data plus what is needed to point at any field of it."""
+
+    path: Path
+    data: dict[str, Any]
+    lines: dict[FieldPath, int] = field(default_factory=dict)
+    env_templates: dict[FieldPath, str] = field(default_factory=dict)  # interpolated field -> its "${...}" text
+    overrides: dict[FieldPath, str] = field(default_factory=dict)  # field set/created by --set -> the option's key
+
+    def where(self, path: FieldPath) -> str:
+        """'spec.yaml:12' or '--set run.n_epoch' for the field at `path` (or its closest written parent)."""
+        for set_path, key in self.overrides.items():
+            if path[: len(set_path)] == set_path:
+                return f"--set {key}"
+        for end in range(len(path), -1, -1):
+            line = self.lines.get(path[:end])
+            if line is not None:
+                return f"{self.path}:{line}"
+        return str(self.path)
+
+    def error(self, problems: list[Problem]) -> SpecError:
+        return SpecError([f"{self.where(p.path)}: {dotted(p.path)}: {p.message}" for p in problems])
+
+    def fail(self, path: FieldPath, message: str) -> SpecError:
+        return self.error([Problem(path, message)])
+
+
+def read_spec(path: str | Path) -> SpecSource:
+    """Parse a spec file, remember each field's line, and expand `${ENV_VAR}` / `${ENV_VAR:-default}`."""
+    path = Path(path)
+    if not path.exists():
+        hint = did_you_mean(path.name, [p.name for p in path.parent.glob("*.y*ml")]) if path.parent.is_dir() else ""
+        raise SpecError([f"{path}: no such spec file{hint}"])
+    if path.is_dir():
+        raise SpecError([f"{path}: is a folder; give the path of a .yaml spec file"])
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise SpecError([f"{path}: cannot read the spec: {exc}"]) from None
+    try:
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = f":{mark.line + 1}" if mark is not None else ""
+        what = getattr(exc, "problem", None) or str(exc)
+        raise SpecError([f"{path}{line}: YAML syntax error: {what}; check the indentation and quoting there"]) from None
+    if not isinstance(data, dict):
+        got = "empty" if data is None else f"a {type(data).__name__}"
+        raise SpecError([f"{path}: a spec must be a mapping with trainer, model, data, run, ... (this file is {got})"])
+    source = SpecSource(path=path, data=data)
+    duplicates = _record_lines(root, (), source.lines)
+    if duplicates:
+        raise SpecError([f"{path}:{line}: {dotted(p)}: written twice; keep one" for p, line in duplicates])
+    source.data = _interpolate(source, data, ())
+    return source
+
+
+def _record_lines(node: yaml.Node, path: FieldPath, lines: dict[FieldPath, int]) -> list[tuple[FieldPath, int]]:
+    duplicates = []
+    lines.setdefault(path, node.start_mark.line + 1)
+    if isinstance(node, yaml.MappingNode):
+        seen = set()
+        for key_node, value_node in node.value:
+            key = key_node.value
+            child = (*path, key)
+            if key in seen:
+                duplicates.append((child, key_node.start_mark.line + 1))
+            seen.add(key)
+            lines[child] = key_node.start_mark.line + 1
+            duplicates += _record_lines(value_node, child, lines)
+    elif isinstance(node, yaml.SequenceNode):
+        for index, item in enumerate(node.value):
+            duplicates += _record_lines(item, (*path, index), lines)
+    return duplicates
+
+
+def _interpolate(source: SpecSource, value: Any, path: FieldPath) -> Any:
+    if isinstance(value, dict):
+        return {k: _interpolate(source, v, (*path, k)) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_interpolate(source, v, (*path, i)) for i, v in enumerate(value)]
+    if not isinstance(value, str) or "$" not in value:
+        return value
+
+    def substitute(match: re.Match[str]) -> str:
+        if match.group(0) == "$$":
+            return "$"
+        name, default = match.group(1), match.group(2)
+        found = os.environ.get(name, default)
+        if found is None:
+            raise source.fail(
+                path, f"environment variable '{name}' is not set; export it, or write ${{{name}:-default}}"
+            )
+        return found
+
+    expanded = _ENV.sub(substitute, value)
+    if expanded != value:
+        source.env_templates[path] = value
+    return expanded
+
+
+def apply_overrides(source: SpecSource, assignments: list[str]) -> None:
+    """Apply `--set dotted.key=value` options; values are YAML (`2`, `true`, `[cpu, cpu]`, `null`)."""
+    for assignment in assignments:
+        key, sep, raw = assignment.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise SpecError([f"--set {assignment}: expected key.path=value, e.g. --set run.n_epoch=3"])
+        try:
+            value = yaml.safe_load(raw) if raw.strip() else ""
+        except yaml.YAMLError:
+            value = raw
+        path = _override_path(source, key)
+        parent = source.data
+        for i, part in enumerate(path[:-1]):
+            nxt = parent[part] if isinstance(parent, list) else parent.get(part)
+            if nxt is None:
+                nxt = parent[part] = {}
+                source.overrides.setdefault(path[: i + 1], key)
+            if not isinstance(nxt, (dict, list)):
+                raise SpecError(
+                    [f"--set {key}: '{dotted(path[: i + 1])}' is {nxt!r}, not a section; set it as a whole instead"]
+                )
+            parent = nxt
+        parent[path[-1]] = value
+        source.overrides[path] = key
+        source.env_templates.pop(path, None)
+
+
+def _override_path(source: SpecSource, key: str) -> FieldPath:
+    """'addons.state_manager.save_path' -> ('addons', 0, 'save_path'); list items by index or add-on name."""
+    path: list[str | int] = []
+    node: Any = source.data
+    for part in key.split("."):
+        if not part:
+            raise SpecError([f"--set {key}: empty part in the key; write it like run.n_epoch"])
+        if isinstance(node, list):
+            index = _list_index(source, key, path, node, part)
+            path.append(index)
+            node = node[index]
+            continue
+        path.append(part)
+        node = node.get(part) if isinstance(node, dict) else None
+    return tuple(path)
+
+
+def _list_index(source: SpecSource, key: str, path: list, items: list, part: str) -> int:
+    if part.isdigit():
+        if int(part) >= len(items):
+            raise SpecError([f"--set {key}: '{dotted(tuple(path))}' has {len(items)} entries; there is no [{part}]"])
+        return int(part)
+    names = [item.get("name") for item in items if isinstance(item, dict)]
+    if part in names:
+        return names.index(part)
+    raise SpecError(
+        [
+            f"--set {key}: no entry named '{part}' in '{dotted(tuple(path))}'"
+            f"{did_you_mean(part, [n for n in names if n])}; use its name or index (0..{len(items) - 1})"
+        ]
+    )
