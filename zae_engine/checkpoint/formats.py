@@ -17,6 +17,7 @@ import hashlib
 import json
 import os
 import pickle
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -156,9 +157,12 @@ def _load_safetensors(path: Path) -> dict[str, torch.Tensor]:
 def read_torch_file(path: Path) -> dict[str, Any]:
     """A `state.ckpt` read with torch.load(weights_only=True): objects that could run code are refused."""
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # torch warns about pickle protocols of foreign files: noise here
+            state = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
-        detail = next((line.strip() for line in str(exc).splitlines() if "global" in line.lower()), _first_line(exc))
+        lines = [line.strip() for line in str(exc).splitlines()]
+        detail = next((line for line in lines if "unsupported" in line.lower()), "not allowed by weights_only=True")
         raise CheckpointError(
             f"{str(path)!r} was refused: it holds Python objects a checkpoint may not contain ({detail[:200]}). "
             "Nothing from it was executed. Only load checkpoints written by zae-engine from a source you trust"
