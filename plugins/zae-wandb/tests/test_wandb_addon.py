@@ -1,0 +1,171 @@
+"""WandBLoggerAddon with the real wandb client offline: train, read the `.wandb` files back, check what is there."""
+
+from __future__ import annotations
+
+import importlib.metadata
+import warnings
+
+import pytest
+from zae_wandb import WandBLoggerAddon
+
+from zae_engine.errors import ConfigError
+from zae_engine.trainer.addons import StateManagerAddon
+from zae_engine.trainer.addons import WandBLoggerAddon as ShimmedAddon
+from zae_engine.trainer.addons.tracking import TrackerWarning
+
+EPOCH_KEYS = ("epoch", "step", "train/loss", "valid/loss", "valid/acc", "lr/group0")
+
+
+def test_wandb_is_registered_and_served_by_the_core_shim():
+    (entry,) = importlib.metadata.entry_points(group="zae_engine.addons", name="wandb")
+    assert entry.load() is WandBLoggerAddon is ShimmedAddon
+
+
+def test_wandb_without_credentials_falls_back_to_offline_and_says_how_to_sync(trained):
+    assert len(trained.warnings) == 2  # one per run() call, no other tracker warning
+    message = str(trained.warnings[0].message)
+    assert "no API key found" in message and "offline" in message
+    folder = message.rsplit("wandb sync ", 1)[1]
+    assert (trained.root / "wandb").is_dir() and folder.startswith(str(trained.root / "wandb" / "offline-run-"))
+    assert list((trained.root / "wandb").glob(folder.rsplit("/", 1)[1] + "/run-*.wandb"))
+
+
+def test_wandb_epoch_summaries_match_the_trainer_history(trained):
+    first, second = trained.runs
+    logged = first.rows_with("epoch") + second.rows_with("epoch")
+    assert [row["epoch"] for row in logged] == [1, 2, 3]
+    assert [row["step"] for row in logged] == [4, 8, 12]
+    for row, summary in zip(logged, trained.trainer.history):
+        assert {k: row[k] for k in EPOCH_KEYS} == {k: summary[k] for k in EPOCH_KEYS}
+    assert second.summary["train/loss"] == trained.trainer.history[-1]["train/loss"]
+
+
+def test_wandb_running_metrics_every_log_interval(trained):
+    first, second = trained.runs
+    running = first.rows_with("running/train/loss") + second.rows_with("running/train/loss")
+    assert [row["step"] for row in running] == [2, 4, 6, 8, 10, 12]
+    assert all(row["running/lr/group0"] == pytest.approx(0.1) for row in running)
+    assert "epoch" not in running[0] and "running/train/loss" not in first.rows_with("epoch")[0]
+    # at an epoch's last step the running mean has seen the whole epoch: it equals the epoch mean
+    by_step = {row["step"]: row["running/train/loss"] for row in running}
+    assert by_step[4] == pytest.approx(trained.first_history[0]["train/loss"], rel=1e-5)
+    assert by_step[12] == pytest.approx(trained.trainer.history[2]["train/loss"], rel=1e-5)
+
+
+def test_wandb_second_run_continues_the_same_wandb_run(trained):
+    addon = trained.trainer.addons["wandb"]
+    first, second = trained.runs
+    assert first.run_id == second.run_id == addon.tracker_run_id
+    assert first.project == second.project == "zae-tests"
+    assert first.exit_code == second.exit_code == 0
+    assert addon.run is None  # closed after each run()
+    assert "wandb-core" not in trained.children  # and wandb's service process is gone
+
+
+def test_wandb_config_holds_trainer_addon_and_spec_settings(trained):
+    config = trained.runs[0].config
+    assert config["trainer"]["log_interval"] == 2 and config["trainer"]["class"].startswith("TinyTrainer")
+    assert config["addons"]["wandb"]["web_logger"] == {"wandb": {"project": "zae-tests", "dir": str(trained.root)}}
+    assert config["addons"]["wandb"]["upload_checkpoints"] is False
+    assert config["optimizer"]["class"] == "torch.optim.sgd.SGD" and config["optimizer"]["lr"] == 0.1
+    assert config["model"] == {"class": "torch.nn.modules.linear.Linear", "parameters": 22}
+    assert config["spec"] == trained.trainer.run_spec
+
+
+def test_wandb_marks_a_failed_run(wb, wandb_home):
+    class Exploding(wb.Trainer):
+        def train_step(self, batch):
+            if self.progress_checker.get_step() == 6:
+                raise RuntimeError("boom at step 6")
+            return super().train_step(batch)
+
+    model, optimizer = wb.parts()
+    trainer = Exploding.add_on(WandBLoggerAddon)(
+        model, "cpu", "train", optimizer, log_bar=False, log_interval=1, web_logger={"wandb": {"mode": "offline"}}
+    )
+    with pytest.raises(RuntimeError, match="boom"):
+        trainer.run(3, wb.loader())
+    (run,) = wb.read_dir(wandb_home)
+    assert run.exit_code == 1
+    assert run.summary["error"] == "RuntimeError: boom at step 6"
+    assert [row["step"] for row in run.rows_with("running/train/loss")] == [1, 2, 3, 4, 5]
+    assert [row["epoch"] for row in run.rows_with("epoch")] == [1]
+
+
+def test_wandb_failure_inside_the_tracker_never_stops_training(wb, wandb_home):
+    class PullsTheRug(wb.Trainer):
+        """Finishes the W&B run underneath the add-on at step 3: its next log call raises inside wandb."""
+
+        def train_step(self, batch):
+            if self.progress_checker.get_step() == 3:
+                self.addons["wandb"].run.finish()
+            return super().train_step(batch)
+
+    model, optimizer = wb.parts()
+    trainer = PullsTheRug.add_on(WandBLoggerAddon)(
+        model, "cpu", "train", optimizer, log_bar=False, log_interval=2, web_logger={"wandb": {"mode": "offline"}}
+    )
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        trainer.run(3, wb.loader())
+    assert [h["epoch"] for h in trainer.history] == [1, 2, 3]  # training went on to the end
+    tracker = [w for w in caught if issubclass(w.category, TrackerWarning)]
+    assert len(tracker) == 1
+    assert "W&B: logging" in str(tracker[0].message) and "training continues" in str(tracker[0].message)
+    (run,) = wb.read_dir(wandb_home)
+    assert [row["step"] for row in run.rows_with("running/train/loss")] == [2]  # what came before the failure
+    assert trainer.addons["wandb"].run is None
+
+
+def test_wandb_uploads_checkpoints_as_artifact_versions(wb, wandb_home, tmp_path):
+    model, optimizer = wb.parts()
+    trainer = wb.Trainer.add_on(StateManagerAddon, WandBLoggerAddon)(
+        model,
+        "cpu",
+        "train",
+        optimizer,
+        log_bar=False,
+        save_path=str(tmp_path / "ckpt"),
+        save_format="safetensors",
+        upload_checkpoints=True,
+        web_logger={"wandb": {"mode": "offline"}},
+    )
+    trainer.run(2, wb.loader())
+    (run,) = wb.read_dir(wandb_home)
+    assert [a.type for a in run.artifacts] == ["model", "model"]
+    assert {a.name for a in run.artifacts} == {f"checkpoints-{run.run_id}"}
+    aliases = [sorted(a.aliases) for a in run.artifacts]
+    assert aliases == [["epoch-0001", "latest"], ["epoch-0002", "latest"]]
+    files = {entry.path for entry in run.artifacts[-1].manifest.contents}
+    assert files and any(name.endswith(".safetensors") for name in files)
+
+
+def test_wandb_logs_nothing_on_other_ranks(wb, wandb_home, monkeypatch):
+    monkeypatch.setenv("RANK", "1")
+    model, optimizer = wb.parts()
+    trainer = wb.Trainer.add_on(WandBLoggerAddon)(
+        model, "cpu", "train", optimizer, log_bar=False, web_logger={"wandb": {"mode": "offline"}}
+    )
+    trainer.run(1, wb.loader())
+    assert trainer.addons["wandb"].run is None and not (wandb_home / "wandb").exists()
+
+
+def test_wandb_settings_errors_name_the_fix(wb):
+    model, optimizer = wb.parts()
+    with pytest.raises(ConfigError, match="web_logger has an entry 'wandbb'.*did you mean 'wandb'"):
+        wb.Trainer.add_on(WandBLoggerAddon)(model, "cpu", "train", optimizer, web_logger={"wandbb": {}})
+    with pytest.raises(ConfigError, match="upload_checkpoints=True .* state_manager"):
+        wb.Trainer.add_on(WandBLoggerAddon)(model, "cpu", "train", optimizer, upload_checkpoints=True)
+    with pytest.raises(ConfigError, match="'log_steps'"):
+        wb.Trainer.add_on(WandBLoggerAddon)(model, "cpu", "train", optimizer, log_steps="often")
+
+
+def test_wandb_run_id_travels_in_checkpoints_and_secrets_stay_out_of_the_config(wb):
+    model, optimizer = wb.parts()
+    make = wb.Trainer.add_on(WandBLoggerAddon)
+    first = make(model, "cpu", "train", optimizer, web_logger={"wandb": {"api_key": "secret-value", "project": "p"}})
+    second = make(model, "cpu", "train", optimizer)
+    second.load_state_dict(first.state_dict())
+    assert second.addons["wandb"].tracker_run_id == first.addons["wandb"].tracker_run_id
+    config = first.addons["wandb"].run_configuration()
+    assert config["addons"]["wandb"]["web_logger"]["wandb"] == {"api_key": "***", "project": "p"}
