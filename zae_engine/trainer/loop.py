@@ -337,10 +337,9 @@ class Trainer(ABC, metaclass=TrainerMeta):
         """One batch in the current mode: moved to the device, stepped, logged. Returns the step's result."""
         batch = move_to_device(batch, self.device, self.device.type == "cuda")
         if self.mode == "train":
-            result = self._train_batch(batch)
+            result = self._train_batch(batch)  # logs the result itself, before an optimizer step's on_log
             if result is None:  # skipped: non-finite loss under nan_policy='skip'
                 return None
-            self._logs["train"].append(result)
         else:
             with torch.no_grad(), self._autocast():
                 result = self.test_step(batch)
@@ -373,6 +372,7 @@ class Trainer(ABC, metaclass=TrainerMeta):
             else:
                 self._scaler.scale(loss).backward()
         self._micro += 1
+        self._logs["train"].append(result)  # before the step, so on_log's running means include this batch
         if last_of_group:
             self._optimizer_step()
         return result
