@@ -242,6 +242,19 @@ class Trainer(ABC, metaclass=TrainerMeta):
             else:
                 return model
 
+    def set_device(self, device: DeviceLike) -> None:
+        """Re-target this trainer to `device`: model, optimizer state and step logs. Launchers call it per worker."""
+        device = parse_devices(device)[0]
+        if device == self.device:
+            return
+        self.device = device
+        if device.type == "cuda":
+            torch.cuda.set_device(device)
+        self.model = self.model.to(device)
+        if self.optimizer is not None and self.optimizer.state:
+            self.optimizer.load_state_dict(self.optimizer.state_dict())  # re-casts state onto each param's device
+        self._logs = {"train": StepLog(device), "test": StepLog(device)}
+
     def toggle(self, mode: str | None = None) -> None:
         """Switch to `mode`, or flip between 'train' and 'test'."""
         if mode is None:

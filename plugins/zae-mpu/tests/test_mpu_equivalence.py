@@ -1,0 +1,38 @@
+"""2 ranks x batch B train exactly like 1 process x batch 2B (SGD, no shuffling), with and without accumulation."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch.utils.data import DataLoader
+from zae_mpu_testkit import DDPTrainer, PlainTrainer, make_dataset, make_model
+
+B = 8
+
+
+def train(trainer_cls, device, batch_size: int, **options) -> tuple[dict, dict, list]:
+    model = make_model(seed=3)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    trainer = trainer_cls(model, device, "train", optimizer, log_bar=False, **options)
+    trainer.run(2, DataLoader(make_dataset(), batch_size=batch_size, shuffle=False))
+    return model.state_dict(), optimizer.state_dict(), trainer.history
+
+
+@pytest.fixture(scope="module")
+def reference():
+    return train(PlainTrainer, "cpu", 2 * B)
+
+
+@pytest.mark.parametrize(("batch_size", "accumulate"), [(B, 1), (B // 2, 2)], ids=["plain", "accumulated"])
+def test_two_ranks_match_one_process_with_twice_the_batch(reference, batch_size, accumulate):
+    weights, optim_state, history = train(
+        DDPTrainer, ["cpu", "cpu"], batch_size, grad_accum_steps=accumulate, threads_per_worker=1
+    )
+    ref_weights, ref_optim, ref_history = reference
+    for key, value in ref_weights.items():
+        torch.testing.assert_close(weights[key], value, rtol=1e-5, atol=1e-6, msg=f"weights '{key}' differ")
+    for index, state in ref_optim["state"].items():  # the momentum buffers came back to the user's optimizer
+        torch.testing.assert_close(optim_state["state"][index]["momentum_buffer"], state["momentum_buffer"])
+    assert [h["step"] for h in history] == [h["step"] for h in ref_history] == [8, 16]
+    for mine, theirs in zip(history, ref_history):  # epoch means are reduced over the ranks
+        assert mine["train/loss"] == pytest.approx(theirs["train/loss"], rel=1e-5)

@@ -1,0 +1,51 @@
+"""Trainers and data for the zae-mpu tests, in a module spawned workers can import by name."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torch.utils.data import TensorDataset
+from zae_mpu import MultiGPUAddon
+
+from zae_engine.distributed import get_rank
+from zae_engine.trainer import Trainer
+
+
+def make_dataset(n: int = 128, seed: int = 0) -> TensorDataset:
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, 10, generator=g)
+    y = (x.sum(dim=1) > 0).long()
+    return TensorDataset(x, y)
+
+
+def make_model(seed: int = 0) -> nn.Module:
+    torch.manual_seed(seed)
+    return nn.Sequential(nn.Linear(10, 16), nn.Tanh(), nn.Linear(16, 2))
+
+
+class StepsMixin:
+    def train_step(self, batch):
+        x, y = batch
+        return {"loss": nn.functional.cross_entropy(self.model(x), y)}
+
+    def test_step(self, batch):
+        x, y = batch
+        logits = self.model(x)
+        return {"loss": nn.functional.cross_entropy(logits, y), "acc": (logits.argmax(1) == y).float().mean()}
+
+
+class PlainTrainer(StepsMixin, Trainer):
+    """The single-process reference."""
+
+
+class DDPTrainer(StepsMixin, Trainer.add_on(MultiGPUAddon)):
+    """The same steps under MultiGPUAddon."""
+
+
+class FailingDDPTrainer(DDPTrainer):
+    """Rank 1 raises at its third optimizer step, while rank 0 waits for it in a collective."""
+
+    def train_step(self, batch):
+        if get_rank() == 1 and self.progress_checker.get_step() == 3:
+            raise ValueError("boom on rank 1 at step 3")
+        return super().train_step(batch)

@@ -1,0 +1,123 @@
+"""MultiGPUAddon: DistributedDataParallel training on torch.distributed, spawned here or launched by torchrun.
+
+`trainer.run()` with several devices starts one worker per device, trains there, and loads what rank 0
+trained back into this process, so the user's own model, optimizer and scheduler objects hold the result
+(plus `history`, `best` and the best weights). Under torchrun the process joins the existing group instead.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import TYPE_CHECKING, Any, Literal
+
+import torch
+import torch.distributed as dist
+from pydantic import Field
+
+from zae_engine.errors import ConfigError
+from zae_engine.trainer.addons.base import AddOnBase, AddOnConfig
+from zae_mpu.ports import resolve_init_method
+from zae_mpu.rank import RankPlan, default_backend, launched_by_torchrun, run_rank
+from zae_mpu.spawn import SpawnPlan, spawn_run
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable
+
+    from torch.utils.data import DistributedSampler
+
+
+class MultiGPUConfig(AddOnConfig):
+    init_method: str = Field(
+        "tcp://localhost:12355",
+        description="where spawned workers meet (tcp://HOST:PORT, file://PATH or env://); ignored under torchrun",
+    )
+    strict_port: bool = Field(False, description="refuse a busy init_method port instead of switching to a free one")
+    backend: Literal["auto", "gloo", "nccl", "mpi", "ucc"] = Field(
+        "auto", description="process-group backend; auto: nccl for CUDA devices, gloo for CPU"
+    )
+    timeout: float = Field(1800.0, gt=0, description="seconds a collective may wait for the other ranks")
+    threads_per_worker: int | None = Field(
+        None, ge=1, description="torch threads per spawned worker; default: CPU cores / workers"
+    )
+    start_method: Literal["forkserver", "spawn"] = Field(
+        "forkserver", description="how workers start; forkserver imports torch once for all workers and runs"
+    )
+    shard_data: bool = Field(True, description="re-make DataLoaders over a DistributedSampler (off: shard yourself)")
+    find_unused_parameters: bool = Field(False, description="DDP option for models that skip parameters in forward")
+    ddp_options: dict[str, Any] = Field(default_factory=dict, description="extra DistributedDataParallel keywords")
+
+
+class MultiGPUAddon(AddOnBase):
+    name = "mpu"
+    description = "Data-parallel training on several devices with torch DDP (spawned workers or torchrun)."
+    Config = MultiGPUConfig
+
+    def __init__(self, trainer: Any, config: MultiGPUConfig) -> None:
+        super().__init__(trainer, config)
+        self.samplers: tuple[DistributedSampler, ...] = ()  # this rank's samplers, re-seeded every epoch
+
+    def on_epoch_start(self, epoch: int) -> None:
+        for sampler in self.samplers:
+            sampler.set_epoch(epoch)  # a different shuffle every epoch, the same on every rank
+
+    def launch(self, n_epoch: int, loader: Iterable, valid_loader: Iterable | None = None) -> None:
+        trainer = self.trainer
+        if launched_by_torchrun() or dist.is_initialized():
+            return run_rank(trainer, self._joined_plan(), n_epoch, loader, valid_loader)
+        if len(trainer.devices) == 1:
+            return trainer.run_in_process(n_epoch, loader, valid_loader)
+        devices = tuple(str(d) for d in trainer.devices)
+        world = len(devices)
+        plan = SpawnPlan(
+            devices=devices,
+            init_method=resolve_init_method(self.config.init_method, self.config.strict_port),
+            backend=self._backend(trainer.devices[0]),
+            timeout_s=self.config.timeout,
+            seed=torch.initial_seed() % 2**31,
+            threads=self.config.threads_per_worker or max(1, (os.cpu_count() or 1) // world),
+            folder="",
+            launcher_pid=os.getpid(),
+            n_epoch=n_epoch,
+            start_method=self.config.start_method,
+        )
+        state = spawn_run(trainer, plan, loader, valid_loader)
+        self._take_back(state)
+
+    def _joined_plan(self) -> RankPlan:
+        """Rank and device when torchrun (or the user) started the process group."""
+        rank = dist.get_rank() if dist.is_initialized() else int(os.environ["RANK"])
+        world = dist.get_world_size() if dist.is_initialized() else int(os.environ["WORLD_SIZE"])
+        local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+        devices = self.trainer.devices
+        if len(devices) > 1:
+            if local_rank >= len(devices):
+                raise ConfigError(
+                    f"MultiGPUAddon: LOCAL_RANK is {local_rank} but only {len(devices)} devices were given; start "
+                    f"at most {len(devices)} processes per node (--nproc-per-node) or list more devices"
+                )
+            device = devices[local_rank]
+        elif devices[0].type == "cuda":
+            device = torch.device("cuda", local_rank)
+        else:
+            device = devices[0]
+        return RankPlan(
+            rank=rank,
+            world_size=world,
+            device=device,
+            init_method="env://",
+            backend=self._backend(device),
+            timeout_s=self.config.timeout,
+            seed=None,
+        )
+
+    def _backend(self, device: torch.device) -> str:
+        return default_backend(device) if self.config.backend == "auto" else self.config.backend
+
+    def _take_back(self, state: dict[str, Any]) -> None:
+        """Make this process's trainer (and the user's objects it holds) what rank 0 ended with."""
+        trainer = self.trainer
+        trainer.load_state_dict(state["trainer"], "the state rank 0 handed back")
+        trainer.history = list(state["history"])
+        best_weights = state.get("best_weights")
+        if best_weights is not None:
+            trainer._best_weights = best_weights

@@ -1,0 +1,93 @@
+"""One rank's share of a DDP run: join the process group, take a device, wrap the model, shard the data, train.
+
+The same code serves workers this plugin spawns and processes started by torchrun; only the way the
+process group is joined differs (tcp:// with explicit rank vs env://).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any
+
+import torch
+import torch.distributed as dist
+from torch.nn.parallel import DistributedDataParallel
+
+from zae_mpu.sharding import shard_loader
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable
+
+    from zae_engine.trainer.loop import Trainer
+
+TORCHRUN_VARIABLES = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
+
+
+@dataclass(frozen=True)
+class RankPlan:
+    """Where this rank sits in the run and how it joins it."""
+
+    rank: int
+    world_size: int
+    device: torch.device
+    init_method: str  # "env://" under torchrun
+    backend: str
+    timeout_s: float
+    seed: int | None  # the DistributedSampler seed; None: rank 0's torch seed, shared with all ranks
+
+
+def launched_by_torchrun() -> bool:
+    return all(name in os.environ for name in TORCHRUN_VARIABLES)
+
+
+def default_backend(device: torch.device) -> str:
+    return "nccl" if device.type == "cuda" else "gloo"
+
+
+def run_rank(trainer: Trainer, plan: RankPlan, n_epoch: int, loader: Iterable, valid_loader: Iterable | None) -> None:
+    """Train on this rank; joins (and afterwards leaves) the process group unless one is already up."""
+    owns_group = not dist.is_initialized()
+    if owns_group:
+        options: dict[str, Any] = {"backend": plan.backend, "init_method": plan.init_method}
+        if plan.init_method != "env://":
+            options.update(rank=plan.rank, world_size=plan.world_size)
+        dist.init_process_group(timeout=timedelta(seconds=plan.timeout_s), **options)
+    addon = trainer.addon("mpu")
+    user_model = trainer.model
+    try:
+        trainer.set_device(plan.device)
+        user_model = trainer.model
+        if addon.config.shard_data:
+            rank, world = dist.get_rank(), dist.get_world_size()
+            seed = plan.seed if plan.seed is not None else _rank_zero_seed(plan)
+            loader, train_sampler = shard_loader(loader, rank, world, seed, "training loader")
+            valid_loader, valid_sampler = shard_loader(valid_loader, rank, world, seed, "validation loader")
+            addon.samplers = tuple(s for s in (train_sampler, valid_sampler) if s is not None)
+        if _has_trainable_parameters(user_model):
+            trainer.model = DistributedDataParallel(
+                user_model,
+                device_ids=[plan.device.index] if plan.device.type == "cuda" else None,
+                find_unused_parameters=addon.config.find_unused_parameters,
+                **addon.config.ddp_options,
+            )
+        trainer.run_in_process(n_epoch, loader, valid_loader)
+    finally:
+        trainer.model = user_model  # the user's module again: usable after the process group is gone
+        addon.samplers = ()
+        if owns_group and dist.is_initialized():
+            dist.destroy_process_group()
+
+
+def _rank_zero_seed(plan: RankPlan) -> int:
+    """Every rank must shuffle alike: use rank 0's seed (independent processes may not share one)."""
+    where = plan.device if plan.backend == "nccl" else torch.device("cpu")
+    seed = torch.tensor([torch.initial_seed() % 2**31], dtype=torch.int64, device=where)
+    dist.broadcast(seed, src=0)
+    return int(seed.item())
+
+
+def _has_trainable_parameters(model: torch.nn.Module) -> bool:
+    """DDP refuses a module with nothing to train (test-mode runs of frozen models): run those unwrapped."""
+    return any(p.requires_grad for p in model.parameters())

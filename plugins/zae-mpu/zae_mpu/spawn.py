@@ -1,0 +1,202 @@
+"""Starting one worker process per device, watching them, and never leaving one behind.
+
+The launching process pickles (trainer, loaders) once and hands the bytes to each spawned worker; workers
+send nothing back but files: rank 0 writes the trained state (safetensors + JSON, see `handback`) and a rank
+that fails writes its traceback as JSON. The launcher waits on the workers' sentinels: the first one to exit
+with an error gets every other worker stopped (SIGTERM, then SIGKILL), and its traceback is raised here.
+Workers also die with their parent (PR_SET_PDEATHSIG on Linux; with forkserver that is the server, which itself
+ends with the launcher), so even `kill -9` of the launcher leaves no orphan.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import functools
+import os
+import pickle
+import signal
+import sys
+import tempfile
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, replace
+from multiprocessing.connection import wait
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+import torch.multiprocessing as mp
+
+from zae_engine.errors import TrainingInterrupted
+from zae_mpu.failures import first_failure, rank_died_error, rank_failed_error, record_failure
+from zae_mpu.handback import TREE, read_state, write_state
+from zae_mpu.rank import RankPlan, run_rank
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable
+
+    from zae_engine.trainer.loop import Trainer
+
+_STOP_GRACE_S = 5.0
+
+
+@dataclass(frozen=True)
+class SpawnPlan:
+    """Everything a spawned worker needs besides the pickled trainer."""
+
+    devices: tuple[str, ...]
+    init_method: str
+    backend: str
+    timeout_s: float
+    seed: int
+    threads: int
+    folder: str
+    launcher_pid: int
+    n_epoch: int
+    start_method: str = "forkserver"
+
+
+def spawn_run(trainer: Trainer, plan: SpawnPlan, loader: Iterable, valid_loader: Iterable | None) -> dict[str, Any]:
+    """Run every rank in its own process; returns the state rank 0 handed back."""
+    payload = pickle.dumps((trainer, loader, valid_loader), protocol=pickle.HIGHEST_PROTOCOL)
+    context = _context(plan.start_method)
+    world = len(plan.devices)
+    with tempfile.TemporaryDirectory(prefix="zae-mpu-") as folder:
+        plan = replace(plan, folder=folder)
+        workers = [
+            context.Process(target=_worker_main, args=(rank, payload, plan), name=f"zae-mpu-rank{rank}")
+            for rank in range(world)
+        ]
+        with _signals_as_interrupts():
+            try:
+                for worker in workers:
+                    worker.start()
+                _wait_for_all(workers, Path(folder), world)
+            finally:
+                _stop(workers)
+        return read_state(folder)
+
+
+def _context(start_method: str) -> Any:
+    """forkserver: one server imports torch once and forks every worker from it (in this and later runs),
+    instead of each spawned worker importing torch again; spawn where forkserver does not exist."""
+    if start_method == "forkserver" and "forkserver" in mp.get_all_start_methods():
+        context = mp.get_context("forkserver")
+        # torch._dynamo: DistributedDataParallel() imports it (~800 modules, seconds): pay that once, here
+        context.set_forkserver_preload(["torch", "torch._dynamo", "zae_engine.trainer", "zae_mpu.spawn"])
+        return context
+    return mp.get_context("spawn")
+
+
+def _wait_for_all(workers: list, folder: Path, world: int) -> None:
+    pending = {worker.sentinel: rank for rank, worker in enumerate(workers)}
+    while pending:
+        for sentinel in wait(list(pending)):
+            rank = pending.pop(sentinel)
+            worker = workers[rank]
+            worker.join()
+            if worker.exitcode != 0:
+                _stop(workers)
+                failure = first_failure(folder)
+                raise rank_failed_error(failure, world) if failure else rank_died_error(rank, worker.exitcode, world)
+    if not (folder / TREE).exists():
+        raise rank_died_error(0, 0, world)
+
+
+def _stop(workers: list) -> None:
+    """SIGTERM every live worker, then SIGKILL the ones still there after a grace period; reap them all."""
+    alive = [w for w in workers if w.pid is not None and w.is_alive()]
+    for worker in alive:
+        worker.terminate()
+    for worker in alive:
+        worker.join(_STOP_GRACE_S)
+        if worker.is_alive():
+            worker.kill()
+            worker.join()
+
+
+@contextmanager
+def _signals_as_interrupts() -> Iterator[None]:
+    """SIGTERM to the launcher stops the workers like Ctrl-C does, instead of killing it with them orphaned."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def on_term(signum: int, frame: Any) -> None:
+        raise TrainingInterrupted(signal.Signals(signum).name)
+
+    previous = signal.signal(signal.SIGTERM, on_term)
+    try:
+        yield
+    except KeyboardInterrupt as exc:
+        if isinstance(exc, TrainingInterrupted):
+            raise
+        raise TrainingInterrupted("SIGINT") from None
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+# ---------------------------------------------------------------------- inside a worker
+def _worker_main(rank: int, payload: bytes, plan: SpawnPlan) -> None:
+    _die_with_launcher(plan.launcher_pid)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the launcher owns Ctrl-C and stops us with SIGTERM
+    torch.set_num_threads(plan.threads)
+    folder = Path(plan.folder)
+    try:
+        trainer, loader, valid_loader = pickle.loads(payload)
+        if trainer.scheduler is not None:
+            _restore_step_tracking(trainer.optimizer)
+        trainer.handle_signals = False
+        rank_plan = RankPlan(
+            rank=rank,
+            world_size=len(plan.devices),
+            device=torch.device(plan.devices[rank]),
+            init_method=plan.init_method,
+            backend=plan.backend,
+            timeout_s=plan.timeout_s,
+            seed=plan.seed,
+        )
+        run_rank(trainer, rank_plan, plan.n_epoch, loader, valid_loader)
+        if rank == 0:
+            write_state(folder, handback_state(trainer))
+    except BaseException as exc:
+        record_failure(folder, rank, exc)
+        sys.exit(1)
+
+
+def handback_state(trainer: Trainer) -> dict[str, Any]:
+    """What the launching process needs to look as if it had trained itself."""
+    return {
+        "trainer": trainer.state_dict(),
+        "history": trainer.history,
+        "best_weights": trainer._best_weights,
+    }
+
+
+def _restore_step_tracking(optimizer: Any) -> None:
+    """LR schedulers mark `optimizer.step` to check the call order; pickling drops the mark: put it back."""
+    if optimizer is None or hasattr(optimizer.step, "_wrapped_by_lr_sched"):
+        return
+    step = optimizer.step
+
+    @functools.wraps(step)
+    def tracked(*args: Any, **kwargs: Any) -> Any:
+        optimizer._opt_called = True
+        return step(*args, **kwargs)
+
+    tracked._wrapped_by_lr_sched = True
+    optimizer.step = tracked
+
+
+def _die_with_launcher(launcher_pid: int) -> None:
+    if sys.platform.startswith("linux"):
+        try:
+            libc = ctypes.CDLL(None, use_errno=True)
+            libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+        except (OSError, AttributeError):
+            pass
+    try:
+        os.kill(launcher_pid, 0)  # the launcher died before prctl took effect
+    except ProcessLookupError:
+        os._exit(1)
