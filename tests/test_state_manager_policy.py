@@ -8,7 +8,7 @@ import signal
 
 import pytest
 import torch
-from conftest import SeparableTrainer, make_dataset
+from zae_testing import SeparableTrainer, make_dataset
 from torch import nn
 from torch.utils.data import DataLoader
 

@@ -7,7 +7,7 @@ import random
 import numpy as np
 import pytest
 import torch
-from conftest import SeparableTrainer, make_dataset
+from zae_testing import SeparableTrainer, make_dataset
 from torch import nn
 from torch.utils.data import DataLoader
 
