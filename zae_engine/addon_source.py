@@ -112,12 +112,16 @@ def _read_module(dotted: str) -> _Module | None:
     return _Module(dotted, spec.submodule_search_locations is not None, tree, text)
 
 
-def check_module_imports(dotted: str) -> None:
-    """Raise SourceProblem if the module's top-level imports name a package that is not installed."""
+def check_module(dotted: str) -> None:
+    """Raise SourceProblem if the module certainly fails on import: a top-level import of a package that is not
+    installed, or an unconditional top-level `raise`."""
     module = _read_module(dotted)
     if module is None:
         return
     for stmt in module.tree.body:
+        if isinstance(stmt, ast.Raise):
+            raised = ast.get_source_segment(module.text, stmt.exc) if stmt.exc else "an exception"
+            raise SourceProblem(f"{dotted} raises {raised} when imported (line {stmt.lineno})")
         if isinstance(stmt, ast.Import):
             names = [alias.name for alias in stmt.names]
         elif isinstance(stmt, ast.ImportFrom) and stmt.level == 0 and stmt.module:
@@ -132,7 +136,7 @@ def check_module_imports(dotted: str) -> None:
 
 def read_addon_class(module_name: str, class_name: str) -> ClassReport:
     """Read an add-on class statically; raises SourceProblem when it certainly cannot load."""
-    check_module_imports(module_name)
+    check_module(module_name)
     module = _read_module(module_name)
     if module is None:
         return ClassReport(None, None, None, None)
@@ -185,13 +189,15 @@ def _lookup_in(dotted: str, name: str, hops: int) -> _Class | _Module | None:
     if module is None:
         return None
     try:
-        return _lookup(module, name, hops)
+        found = _lookup(module, name, hops)
     except SourceProblem:
-        submodule = f"{dotted}.{name}"
+        found = None
+    if found is None and module.is_package:  # `from package import name` may name a submodule
         try:
-            return _read_module(submodule) if module.is_package else None
+            return _read_module(f"{dotted}.{name}")
         except SourceProblem:
             return None
+    return found
 
 
 def _resolve_expr(module: _Module, expr: ast.expr, hops: int) -> _Class | _Module | None:

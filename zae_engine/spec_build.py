@@ -93,13 +93,14 @@ def _import(module_name: str, source: SpecSource, path: FieldPath) -> Any:
         raise source.fail(path, _import_failed(module_name, exc)) from exc
 
 
-def _no_module(name: str, parent: str | None) -> str:
+def _no_module(name: str, parent: str | None, found: list[str] | None = None) -> str:
     if parent:
         package = sys.modules.get(parent)
-        found = [m.name for m in pkgutil.iter_modules(getattr(package, "__path__", []))]
+        if found is None:
+            found = [m.name for m in pkgutil.iter_modules(getattr(package, "__path__", []))]
         leaf = name.rpartition(".")[2]
         return f"module not found: package '{parent}' has no module '{leaf}'{did_you_mean(leaf, found)}"
-    found = [m.name for m in pkgutil.iter_modules(sys.path[:2])]
+    found = [m.name for m in pkgutil.iter_modules()]
     return (
         f"module not found: no module named '{name}'{did_you_mean(name, found)}; class paths are imported from the "
         f"current directory ({os.getcwd()}), then the spec's folder, then installed packages"
@@ -112,16 +113,27 @@ def _import_failed(module_name: str, exc: BaseException) -> str:
 
 def _attribute(module: Any, attr_path: str, class_path: str, source: SpecSource, path: FieldPath) -> Any:
     obj = module
-    for attr in attr_path.split("."):
-        if not hasattr(obj, attr):
-            names = [n for n in dir(obj) if not n.startswith("_")]
-            raise source.fail(
-                path,
-                f"name not found: module '{module.__name__}' has no attribute '{attr}'{did_you_mean(attr, names)} "
-                f"(the module itself was found: {getattr(module, '__file__', module.__name__)})",
-            )
-        obj = getattr(obj, attr)
+    attrs = attr_path.split(".")
+    for depth, attr in enumerate(attrs):
+        if hasattr(obj, attr):
+            obj = getattr(obj, attr)
+            continue
+        names = [n for n in dir(obj) if not n.startswith("_")]
+        if obj is module and depth < len(attrs) - 1 and hasattr(module, "__path__"):
+            # 'pkg.missing.Name': 'missing' was meant as a module of the package
+            submodules = [m.name for m in pkgutil.iter_modules(module.__path__)]
+            raise source.fail(path, _no_module(f"{module.__name__}.{attr}", module.__name__, names + submodules))
+        raise source.fail(
+            path,
+            f"name not found: module '{module.__name__}' has no attribute '{attr}'{did_you_mean(attr, names)} "
+            f"(the module itself was found: {_module_place(module)})",
+        )
     return obj
+
+
+def _module_place(module: Any) -> str:
+    file = getattr(module, "__file__", None)
+    return file or ", ".join(getattr(module, "__path__", [])) or module.__name__
 
 
 def _check_call(target: Any, injected: int, kwargs: dict[str, Any], source: SpecSource, path: FieldPath) -> None:

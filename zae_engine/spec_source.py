@@ -67,7 +67,15 @@ class SpecSource:
         return str(self.path)
 
     def error(self, problems: list[Problem]) -> SpecError:
-        return SpecError([f"{self.where(p.path)}: {dotted(p.path)}: {p.message}" for p in problems])
+        lines = []
+        for problem in problems:
+            where, field_path = self.where(problem.path), dotted(problem.path)
+            lines.append(
+                f"{where}: {problem.message}"
+                if where == f"--set {field_path}"
+                else f"{where}: {field_path}: {problem.message}"
+            )
+        return SpecError(lines)
 
     def fail(self, path: FieldPath, message: str) -> SpecError:
         return self.error([Problem(path, message)])
@@ -92,6 +100,9 @@ def read_spec(path: str | Path) -> SpecSource:
         mark = getattr(exc, "problem_mark", None)
         line = f":{mark.line + 1}" if mark is not None else ""
         what = getattr(exc, "problem", None) or str(exc)
+        context, context_mark = getattr(exc, "context", None), getattr(exc, "context_mark", None)
+        if context and context_mark is not None:
+            what += f" ({context} that started at line {context_mark.line + 1})"
         raise SpecError([f"{path}{line}: YAML syntax error: {what}; check the indentation and quoting there"]) from None
     if not isinstance(data, dict):
         got = "empty" if data is None else f"a {type(data).__name__}"
@@ -183,6 +194,8 @@ def _override_path(source: SpecSource, key: str) -> FieldPath:
     for part in key.split("."):
         if not part:
             raise SpecError([f"--set {key}: empty part in the key; write it like run.n_epoch"])
+        if path == ["addons"] and not isinstance(node, list):
+            raise SpecError([f"--set {key}: the spec has no add-on entries; add `- {{name: ...}}` under addons first"])
         if isinstance(node, list):
             index = _list_index(source, key, path, node, part)
             path.append(index)

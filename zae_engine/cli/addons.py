@@ -38,7 +38,16 @@ def list_command(
     if not infos:
         out.print("no add-ons installed (the entry-point group zae_engine.addons is empty)")
         return
-    table = Table("name", "description", "provided by", "status", title="zae-engine add-ons", title_justify="left")
+    caption = None if check else "status read from metadata and source; `zae addons list --check` also imports each"
+    table = Table(
+        "name",
+        "description",
+        "provided by",
+        "status",
+        title="zae-engine add-ons",
+        title_justify="left",
+        caption=caption,
+    )
     for info in infos:
         status = info.status if info.ok else f"{info.status}: {info.error}"
         table.add_row(info.name, info.description, info.provider, f"[{_STYLE[info.status]}]{status}[/]")
