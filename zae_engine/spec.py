@@ -124,9 +124,10 @@ def problems_from_pydantic(
     err: ValidationError, data: Any, model: type[BaseModel], prefix: FieldPath = (), owner: str = ""
 ) -> list[Problem]:
     """One Problem per field; union-branch labels dropped, unknown keys get "did you mean"."""
-    merged: dict[FieldPath, list[str]] = {}
+    merged: dict[FieldPath, tuple[list[str], str]] = {}
     for item in err.errors():
         path = _real_path(item["loc"], data)
+        got = ""
         if item["type"] == "extra_forbidden":
             known = _fields_at(model, path[:-1])
             message = f"unknown key '{path[-1]}'{did_you_mean(str(path[-1]), known)}"
@@ -135,12 +136,12 @@ def problems_from_pydantic(
         elif item["type"] == "missing":
             message = "required, but missing"
         else:
-            message = f"{item['msg']} (got {item['input']!r})"
-        merged.setdefault(path, [])
-        if message not in merged[path]:
-            merged[path].append(message)
+            message, got = item["msg"], f" (got {item['input']!r})"
+        messages, _ = merged.setdefault(path, ([], got))
+        if message not in messages:
+            messages.append(message)
     lead = f"{owner}: " if owner else ""
-    return [Problem((*prefix, *path), lead + " or ".join(messages)) for path, messages in merged.items()]
+    return [Problem((*prefix, *path), lead + " or ".join(msgs) + got) for path, (msgs, got) in merged.items()]
 
 
 def _real_path(loc: tuple, data: Any) -> FieldPath:
