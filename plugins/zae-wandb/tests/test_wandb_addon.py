@@ -169,3 +169,56 @@ def test_wandb_run_id_travels_in_checkpoints_and_secrets_stay_out_of_the_config(
     assert second.addons["wandb"].tracker_run_id == first.addons["wandb"].tracker_run_id
     config = first.addons["wandb"].run_configuration()
     assert config["addons"]["wandb"]["web_logger"]["wandb"] == {"api_key": "***", "project": "p"}
+
+
+SPEC_MODULE = """
+import torch
+from torch import nn
+from torch.utils.data import TensorDataset
+
+from zae_engine.trainer import Trainer
+
+
+class SpecTrainer(Trainer):
+    def train_step(self, batch):
+        x, y = batch
+        return {"loss": nn.functional.cross_entropy(self.model(x), y)}
+
+    def test_step(self, batch):
+        return self.train_step(batch)
+
+
+def dataset(n):
+    x = torch.randn(n, 10, generator=torch.Generator().manual_seed(0))
+    return TensorDataset(x, (x.sum(dim=1) > 0).long())
+"""
+
+SPEC = """
+trainer: {class_path: zae_wandb_spec_parts.SpecTrainer, init_args: {log_bar: false}}
+device: cpu
+model: {class_path: torch.nn.Linear, init_args: {in_features: 10, out_features: 2}}
+optimizer: {class_path: torch.optim.SGD, init_args: {lr: 0.05}}
+data:
+  train: {dataset: {class_path: zae_wandb_spec_parts.dataset, init_args: {n: 32}}, batch_size: 16}
+addons:
+  - {name: wandb, web_logger: {wandb: {project: spec-demo, mode: offline}}}
+run: {n_epoch: 1, seed: 0}
+"""
+
+
+def test_wandb_run_from_a_spec_logs_the_whole_spec(wb, wandb_home, monkeypatch):
+    from typer.testing import CliRunner
+
+    from zae_engine.cli.app import app
+
+    (wandb_home / "zae_wandb_spec_parts.py").write_text(SPEC_MODULE)
+    (wandb_home / "spec.yaml").write_text(SPEC)
+    monkeypatch.chdir(wandb_home)
+    monkeypatch.setattr("sys.path", list(__import__("sys").path))  # the CLI adds the spec folder to it
+    result = CliRunner().invoke(app, ["run", "spec.yaml", "--set", "optimizer.init_args.lr=0.1"])
+    assert result.exit_code == 0, result.output
+    (run,) = wb.read_dir(wandb_home)
+    spec = run.config["spec"]
+    assert spec["model"]["class_path"] == "torch.nn.Linear" and spec["optimizer"]["init_args"]["lr"] == 0.1
+    assert spec["addons"][0]["name"] == "wandb" and run.project == "spec-demo"
+    assert [row["epoch"] for row in run.rows_with("epoch")] == [1]
