@@ -1,0 +1,138 @@
+"""The English and Korean guides stay in step, and their code is real code.
+
+Both guides must have the same headings (levels, order), the same code blocks (compared without comments,
+so comments may be translated) and the same `<!-- run -->` marks. Python blocks must compile; the blocks
+marked `<!-- run -->` are executed in order, as one script, in a scratch folder.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+GUIDES = {"en": ROOT / "docs" / "guide.en.md", "ko": ROOT / "docs" / "guide.ko.md"}
+RUN_MARK = "<!-- run -->"
+FENCE = re.compile(r"^```(\S*)\s*$")
+HEADING = re.compile(r"^(#{1,6})\s+\S")
+
+
+@dataclass
+class CodeBlock:
+    lang: str
+    text: str
+    line: int
+    run: bool
+
+
+@dataclass
+class Outline:
+    headings: list[tuple[int, int]] = field(default_factory=list)  # (level, line)
+    blocks: list[CodeBlock] = field(default_factory=list)
+    anchors: set[str] = field(default_factory=set)  # GitHub's ids of the headings
+    links: list[tuple[str, int]] = field(default_factory=list)  # (#fragment, line) outside code
+
+
+def github_anchor(heading: str) -> str:
+    """The id GitHub gives a heading: lower case, punctuation dropped (letters of any script kept), '-' for spaces."""
+    return re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-")
+
+
+def outline(path: Path) -> Outline:
+    """Headings outside code fences, and every fenced block with its language and run mark."""
+    result = Outline()
+    lines = path.read_text(encoding="utf-8").splitlines()
+    in_block, lang, start, body, run = False, "", 0, [], False
+    previous = ""
+    for number, line in enumerate(lines, 1):
+        fence = FENCE.match(line)
+        if in_block:
+            if line.strip() == "```":
+                result.blocks.append(CodeBlock(lang, "\n".join(body), start, run))
+                in_block = False
+            else:
+                body.append(line)
+        elif fence:
+            in_block, lang, start, body, run = True, fence.group(1), number, [], previous.strip() == RUN_MARK
+        else:
+            heading = HEADING.match(line)
+            if heading:
+                result.headings.append((len(heading.group(1)), number))
+                result.anchors.add(github_anchor(line[len(heading.group(1)) :]))
+            result.links.extend((fragment, number) for fragment in re.findall(r"\]\(#([^)]+)\)", line))
+        if line.strip():
+            previous = line
+    assert not in_block, f"{path.name}: code block opened at line {start} is never closed"
+    return result
+
+
+def without_comments(block: CodeBlock) -> str:
+    """The code with comments and blank lines dropped, so the two languages may word their comments freely."""
+    kept = []
+    for line in block.text.splitlines():
+        if block.lang in ("python", "bash", "yaml", "toml", "console", "text", ""):
+            line = re.sub(r"(^|\s)#(?![!]).*$", "", line)
+        if line.strip():
+            kept.append(line.rstrip())
+    return "\n".join(kept)
+
+
+@pytest.fixture(scope="module")
+def outlines() -> dict[str, Outline]:
+    return {lang: outline(path) for lang, path in GUIDES.items()}
+
+
+def test_guides_have_the_same_headings(outlines):
+    en, ko = outlines["en"].headings, outlines["ko"].headings
+    assert len(en) > 20, "the English guide lost its sections"
+    for (en_level, en_line), (ko_level, ko_line) in zip(en, ko):
+        assert en_level == ko_level, f"heading level differs: guide.en.md:{en_line} vs guide.ko.md:{ko_line}"
+    assert len(en) == len(ko), f"{len(en)} headings in English, {len(ko)} in Korean"
+
+
+def test_guides_have_the_same_code(outlines):
+    en, ko = outlines["en"].blocks, outlines["ko"].blocks
+    assert len(en) == len(ko), f"{len(en)} code blocks in English, {len(ko)} in Korean"
+    for a, b in zip(en, ko):
+        where = f"guide.en.md:{a.line} vs guide.ko.md:{b.line}"
+        assert a.lang == b.lang, f"code block language differs: {where}"
+        assert a.run == b.run, f"'{RUN_MARK}' mark differs: {where}"
+        assert without_comments(a) == without_comments(b), f"code differs (comments aside): {where}"
+
+
+def test_section_links_point_at_headings(outlines):
+    for lang, result in outlines.items():
+        for fragment, line in result.links:
+            assert fragment in result.anchors, f"guide.{lang}.md:{line}: no heading has the id '#{fragment}'"
+
+
+def test_every_code_block_names_its_language(outlines):
+    for lang, result in outlines.items():
+        for block in result.blocks:
+            assert block.lang, f"guide.{lang}.md:{block.line}: say which language the block is (```python, ```bash)"
+
+
+def test_python_blocks_compile(outlines):
+    for lang, result in outlines.items():
+        for block in result.blocks:
+            if block.lang == "python":
+                compile(block.text, f"guide.{lang}.md:{block.line}", "exec")
+
+
+def test_runnable_blocks_run(outlines, tmp_path):
+    """The marked blocks form a working script: the guide's walk-through really trains, saves and resumes."""
+    blocks = [b for b in outlines["en"].blocks if b.run]
+    assert blocks, f"no '{RUN_MARK}' blocks in guide.en.md"
+    script = "\n\n".join(f"# --- guide.en.md:{b.line}\n{b.text}" for b in blocks)
+    (tmp_path / "guide_walkthrough.py").write_text(script, encoding="utf-8")
+    env = {**os.environ, "WANDB_MODE": "offline", "WANDB_SILENT": "true"}
+    done = subprocess.run(
+        [sys.executable, "guide_walkthrough.py"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=240
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
