@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import struct
+import sys
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,41 +20,17 @@ from typing import Any
 
 import pytest
 import torch
-from torch import nn
-from torch.utils.data import DataLoader, TensorDataset
 
-from zae_engine.trainer import Trainer
-
+HERE = Path(__file__).resolve().parent
+if str(HERE) not in sys.path:  # DDP workers import zae_wandb_testkit by name
+    sys.path.insert(0, str(HERE))
 torch.set_num_threads(1)
+
+from zae_wandb_testkit import TinyTrainer, tiny_loader, tiny_parts  # noqa: E402
 
 _BLOCK = 32 * 1024
 _HEADER = 7
 _FULL, _FIRST, _MIDDLE, _LAST = 1, 2, 3, 4
-
-
-class TinyTrainer(Trainer):
-    """Cross-entropy on (x, y) batches; validation also reports accuracy."""
-
-    def train_step(self, batch):
-        x, y = batch
-        return {"loss": nn.functional.cross_entropy(self.model(x), y)}
-
-    def test_step(self, batch):
-        x, y = batch
-        logits = self.model(x)
-        return {"loss": nn.functional.cross_entropy(logits, y), "acc": (logits.argmax(1) == y).float().mean()}
-
-
-def tiny_loader(n: int = 64, batch_size: int = 16) -> DataLoader:
-    g = torch.Generator().manual_seed(0)
-    x = torch.randn(n, 10, generator=g)
-    return DataLoader(TensorDataset(x, (x.sum(dim=1) > 0).long()), batch_size=batch_size)
-
-
-def tiny_parts(lr: float = 0.1) -> tuple[nn.Module, torch.optim.Optimizer]:
-    torch.manual_seed(0)
-    model = nn.Linear(10, 2)
-    return model, torch.optim.SGD(model.parameters(), lr=lr)
 
 
 @dataclass

@@ -222,3 +222,19 @@ def test_wandb_run_from_a_spec_logs_the_whole_spec(wb, wandb_home, monkeypatch):
     assert spec["model"]["class_path"] == "torch.nn.Linear" and spec["optimizer"]["init_args"]["lr"] == 0.1
     assert spec["addons"][0]["name"] == "wandb" and run.project == "spec-demo"
     assert [row["epoch"] for row in run.rows_with("epoch")] == [1]
+
+
+def test_wandb_under_ddp_logs_from_rank_zero_only(wb, wandb_home):
+    from zae_mpu import MultiGPUAddon
+
+    model, optimizer = wb.parts()
+    trainer = wb.Trainer.add_on(MultiGPUAddon, WandBLoggerAddon)(
+        model, ["cpu", "cpu"], "train", optimizer, log_bar=False, log_interval=1,
+        web_logger={"wandb": {"mode": "offline", "dir": str(wandb_home)}},
+    )  # fmt: skip
+    trainer.run(1, wb.loader())  # two spawned gloo workers, 2 optimizer steps each
+    (run,) = wb.read_dir(wandb_home)  # one W&B run: rank 1 opened nothing
+    assert run.run_id == trainer.addons["wandb"].tracker_run_id  # the id made in this process reached rank 0
+    assert [row["step"] for row in run.rows_with("running/train/loss")] == [1, 2]
+    (epoch,) = run.rows_with("epoch")
+    assert epoch["train/loss"] == trainer.history[0]["train/loss"] and run.exit_code == 0

@@ -37,8 +37,9 @@ class WandBLoggerAddon(TrackerAddonBase):
         import wandb
 
         settings.setdefault("id", self.tracker_run_id)
-        if continuing:
-            settings.setdefault("resume", "allow")
+        # "allow": continue the run with this id if it exists (a later run(), a resumed checkpoint, a DDP
+        # worker of a later launch), else create it
+        settings.setdefault("resume", "allow")
         settings.setdefault("reinit", _separate_runs(wandb.__version__))
         fell_back = not _is_local(settings) and not _has_credentials(settings)
         if fell_back:
