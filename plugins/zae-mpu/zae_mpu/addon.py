@@ -76,7 +76,6 @@ class MultiGPUAddon(AddOnBase):
             seed=torch.initial_seed() % 2**31,
             threads=self.config.threads_per_worker or max(1, (os.cpu_count() or 1) // world),
             folder="",
-            launcher_pid=os.getpid(),
             n_epoch=n_epoch,
             start_method=self.config.start_method,
         )

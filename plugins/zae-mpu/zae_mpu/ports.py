@@ -37,7 +37,8 @@ def port_is_free(host: str, port: int) -> bool | None:
 
 def free_port(host: str = "127.0.0.1") -> int:
     """A port nobody listens on right now, picked by the operating system."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
         probe.bind((host if host != "localhost" else "127.0.0.1", 0))
         return probe.getsockname()[1]
 
@@ -55,6 +56,8 @@ def resolve_init_method(init_method: str, strict_port: bool) -> str:
         raise ConfigError(
             f"MultiGPUAddon: init_method {init_method!r} is not 'tcp://HOST:PORT'; e.g. 'tcp://localhost:12355'"
         )
+    if port == 0:  # "any free port"
+        return f"tcp://{_bracketed(host)}:{free_port(host)}"
     if port_is_free(host, port) is not False:
         return init_method
     if strict_port:

@@ -4,8 +4,8 @@ The launching process pickles (trainer, loaders) once and hands the bytes to eac
 send nothing back but files: rank 0 writes the trained state (safetensors + JSON, see `handback`) and a rank
 that fails writes its traceback as JSON. The launcher waits on the workers' sentinels: the first one to exit
 with an error gets every other worker stopped (SIGTERM, then SIGKILL), and its traceback is raised here.
-Workers also die with their parent (PR_SET_PDEATHSIG on Linux; with forkserver that is the server, which itself
-ends with the launcher), so even `kill -9` of the launcher leaves no orphan.
+Each worker also watches a pipe whose only writing end the launcher holds, and exits when it closes, so even
+`kill -9` of the launcher leaves no orphan (PR_SET_PDEATHSIG backs this up for spawned workers).
 """
 
 from __future__ import annotations
@@ -52,7 +52,6 @@ class SpawnPlan:
     seed: int
     threads: int
     folder: str
-    launcher_pid: int
     n_epoch: int
     start_method: str = "forkserver"
 
@@ -64,8 +63,9 @@ def spawn_run(trainer: Trainer, plan: SpawnPlan, loader: Iterable, valid_loader:
     world = len(plan.devices)
     with tempfile.TemporaryDirectory(prefix="zae-mpu-") as folder:
         plan = replace(plan, folder=folder)
+        lifeline, launcher_end = context.Pipe(duplex=False)  # workers hold only the reading end
         workers = [
-            context.Process(target=_worker_main, args=(rank, payload, plan), name=f"zae-mpu-rank{rank}")
+            context.Process(target=_worker_main, args=(rank, payload, plan, lifeline), name=f"zae-mpu-rank{rank}")
             for rank in range(world)
         ]
         with _signals_as_interrupts():
@@ -75,6 +75,8 @@ def spawn_run(trainer: Trainer, plan: SpawnPlan, loader: Iterable, valid_loader:
                 _wait_for_all(workers, Path(folder), world)
             finally:
                 _stop(workers)
+                lifeline.close()
+                launcher_end.close()
         return read_state(folder)
 
 
@@ -138,8 +140,8 @@ def _signals_as_interrupts() -> Iterator[None]:
 
 
 # ---------------------------------------------------------------------- inside a worker
-def _worker_main(rank: int, payload: bytes, plan: SpawnPlan) -> None:
-    _die_with_launcher(plan.launcher_pid)
+def _worker_main(rank: int, payload: bytes, plan: SpawnPlan, lifeline: Any) -> None:
+    _die_with_launcher(lifeline)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the launcher owns Ctrl-C and stops us with SIGTERM
     torch.set_num_threads(plan.threads)
     folder = Path(plan.folder)
@@ -189,14 +191,19 @@ def _restore_step_tracking(optimizer: Any) -> None:
     optimizer.step = tracked
 
 
-def _die_with_launcher(launcher_pid: int) -> None:
+def _die_with_launcher(lifeline: Any) -> None:
+    """Exit at once when the launcher is gone, however it went (even kill -9): nobody would collect our work."""
     if sys.platform.startswith("linux"):
         try:
-            libc = ctypes.CDLL(None, use_errno=True)
-            libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+            ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG: our parent process
         except (OSError, AttributeError):
             pass
-    try:
-        os.kill(launcher_pid, 0)  # the launcher died before prctl took effect
-    except ProcessLookupError:
+
+    def watch() -> None:
+        try:
+            lifeline.recv()  # nothing is ever sent: this returns (EOFError) when the launcher's end closes
+        except (EOFError, OSError):
+            pass
         os._exit(1)
+
+    threading.Thread(target=watch, name="zae-mpu-lifeline", daemon=True).start()

@@ -1,0 +1,38 @@
+"""Run under torchrun: every rank saves its final weights and what it saw, so the test can compare them."""
+
+import json
+import os
+import sys
+from pathlib import Path
+
+import torch
+from safetensors.torch import save_file
+from torch.utils.data import DataLoader
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from zae_mpu_testkit import DDPTrainer, make_dataset, make_model  # noqa: E402
+
+from zae_engine.distributed import get_world_size  # noqa: E402
+
+
+class RecordingTrainer(DDPTrainer):
+    def train_step(self, batch):
+        self.seen_world_size = get_world_size()  # the process group lives only during run()
+        return super().train_step(batch)
+
+
+if __name__ == "__main__":
+    out = Path(sys.argv[1])
+    torch.set_num_threads(1)
+    model = make_model(seed=0)  # the same start everywhere; DDP would broadcast rank 0's weights anyway
+    trainer = RecordingTrainer(model, "cpu", "train", torch.optim.SGD(model.parameters(), lr=0.1), log_bar=False)
+
+    trainer.run(3, DataLoader(make_dataset(), batch_size=8, shuffle=True))
+    rank = os.environ["RANK"]
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(out / f"rank{rank}.safetensors"))
+    report = {
+        "history": trainer.history,
+        "world_size": trainer.seen_world_size,
+        "model_is_users": trainer.model is model,
+    }
+    (out / f"rank{rank}.json").write_text(json.dumps(report))

@@ -1,0 +1,120 @@
+"""Failures end the whole run quickly and clearly: a raising rank, a busy port, Ctrl-C; no process is left behind."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from torch.utils.data import DataLoader
+from zae_mpu import RankFailedError
+from zae_mpu_testkit import DDPTrainer, FailingDDPTrainer, make_dataset, make_model
+
+from zae_engine.errors import ConfigError
+
+SCRIPTS = Path(__file__).parent / "scripts"
+
+
+def make_trainer(cls, **options):
+    model = make_model()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    return cls(model, ["cpu", "cpu"], "train", optimizer, log_bar=False, threads_per_worker=1, **options)
+
+
+@pytest.mark.timeout(60)
+def test_a_rank_that_raises_ends_every_rank_with_its_traceback():
+    trainer = make_trainer(FailingDDPTrainer)
+    with pytest.raises(RankFailedError) as caught:
+        trainer.run(3, DataLoader(make_dataset(), batch_size=8))
+    message = str(caught.value)
+    assert "rank 1 of 2 failed" in message
+    assert "ValueError: boom on rank 1 at step 3" in message
+    assert "in train_step" in message  # the summarised traceback points at the user's code
+    assert caught.value.rank == 1 and "Traceback" in caught.value.worker_traceback
+    assert not _children_of(os.getpid(), exclude_forkserver=True)
+
+
+@pytest.fixture
+def busy_port():
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        yield holder.getsockname()[1]
+
+
+def test_busy_port_is_refused_with_the_port_and_the_fix_when_strict(busy_port):
+    trainer = make_trainer(DDPTrainer, init_method=f"tcp://localhost:{busy_port}", strict_port=True)
+    with pytest.raises(ConfigError, match=f"port {busy_port} .*already in use.*strict_port=False"):
+        trainer.run(1, DataLoader(make_dataset(), batch_size=8))
+
+
+def test_busy_port_is_swapped_for_a_free_one_otherwise(busy_port, capfd):
+    trainer = make_trainer(DDPTrainer, init_method=f"tcp://localhost:{busy_port}")
+    trainer.run(1, DataLoader(make_dataset(), batch_size=8))
+    assert f"port {busy_port} is in use" in capfd.readouterr().err
+    assert trainer.progress_checker.get_epoch() == 2
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("how", [signal.SIGINT, signal.SIGKILL], ids=["ctrl-c", "kill-9"])
+def test_stopping_the_launcher_stops_every_worker(tmp_path, how):
+    process = subprocess.Popen(
+        [sys.executable, str(SCRIPTS / "long_run.py")],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        assert process.stdout.readline().startswith("epoch 1")  # the workers are training
+        workers = _children_of(process.pid, exclude_forkserver=False)
+        assert workers
+        process.send_signal(how)
+        process.wait(timeout=30)
+        if how == signal.SIGINT:
+            assert process.returncode != 0
+            assert "TrainingInterrupted" in process.stderr.read()
+        _wait_gone(workers)
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+
+
+def _children_of(pid: int, exclude_forkserver: bool) -> list[int]:
+    """Every descendant of `pid` (from /proc), optionally without the long-lived forkserver."""
+    found, todo = [], [pid]
+    while todo:
+        parent = todo.pop()
+        for task in Path(f"/proc/{parent}/task").glob("*/children"):
+            for child in map(int, task.read_text().split()):
+                cmdline = Path(f"/proc/{child}/cmdline").read_bytes() if Path(f"/proc/{child}").exists() else b""
+                if exclude_forkserver and (b"forkserver" in cmdline or b"resource_tracker" in cmdline):
+                    continue
+                found.append(child)
+                todo.append(child)
+    return found
+
+
+def _wait_gone(pids: list[int], seconds: float = 20.0) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        alive = [p for p in pids if _alive(p)]
+        if not alive:
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"worker processes {alive} outlived the launcher")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0]
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+    return state != "Z"

@@ -1,0 +1,85 @@
+"""Launched from outside: torchrun on one node, and two torchrun "nodes" on loopback, joined through env://."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+from zae_mpu.ports import free_port
+
+JOB = Path(__file__).parent / "scripts" / "torchrun_job.py"
+
+
+def torchrun(*args: str) -> list[str]:
+    return [sys.executable, "-m", "torch.distributed.run", *args, str(JOB)]
+
+
+def environment() -> dict[str, str]:
+    return {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+
+
+def check_ranks(out: Path) -> None:
+    reports = [json.loads((out / f"rank{r}.json").read_text()) for r in (0, 1)]
+    weights = [load_file(str(out / f"rank{r}.safetensors")) for r in (0, 1)]
+    assert [r["world_size"] for r in reports] == [2, 2]
+    assert all(r["model_is_users"] for r in reports)  # the DDP wrapper is gone after run()
+    for key in weights[0]:  # DDP kept the replicas identical
+        torch.testing.assert_close(weights[0][key], weights[1][key], rtol=0, atol=0)
+    history = reports[0]["history"]
+    assert [h["step"] for h in history] == [8, 16, 24]  # 128 samples / (8 per rank x 2 ranks) per epoch
+    assert history[-1]["train/loss"] < history[0]["train/loss"]
+    assert reports[0]["history"] == reports[1]["history"]  # epoch means are reduced over ranks
+
+
+@pytest.mark.timeout(120)
+def test_torchrun_with_two_processes_joins_instead_of_spawning(tmp_path):
+    port = str(free_port())
+    command = torchrun("--nproc-per-node", "2", "--master-addr", "127.0.0.1", "--master-port", port)
+    done = subprocess.run([*command, str(tmp_path)], env=environment(), capture_output=True, text=True, timeout=110)
+    assert done.returncode == 0, done.stderr[-3000:]
+    check_ranks(tmp_path)
+
+
+@pytest.mark.timeout(120)
+def test_two_nodes_on_loopback(tmp_path):
+    port = str(free_port())
+    nodes = [
+        subprocess.Popen(
+            [
+                *torchrun(
+                    "--nnodes",
+                    "2",
+                    "--node-rank",
+                    str(rank),
+                    "--nproc-per-node",
+                    "1",
+                    "--master-addr",
+                    "127.0.0.1",
+                    "--master-port",
+                    port,
+                ),
+                str(tmp_path),
+            ],
+            env=environment(),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for rank in (0, 1)
+    ]
+    try:
+        results = [node.communicate(timeout=110) for node in nodes]
+    finally:
+        for node in nodes:
+            if node.poll() is None:
+                node.kill()
+                node.wait()
+    for node, (_, err) in zip(nodes, results):
+        assert node.returncode == 0, err[-3000:]
+    check_ranks(tmp_path)
