@@ -53,9 +53,9 @@ class Manifest(BaseModel):
         return {entry.name for entry in self.checkpoints}
 
 
-def read_manifest(root: Path) -> Manifest:
+def read_manifest(root: str | os.PathLike) -> Manifest:
     """The manifest in `root`, or an empty one when there is none yet."""
-    path = root / MANIFEST_NAME
+    path = Path(root) / MANIFEST_NAME
     if not path.exists():
         return Manifest()
     try:

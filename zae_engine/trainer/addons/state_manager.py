@@ -83,6 +83,9 @@ class StateManagerAddon(AddOnBase):
     description = "Atomic, pickle-free checkpoints (best k + latest), save on SIGINT/SIGTERM, exact resume."
     Config = StateManagerConfig
     trainer_methods = ("save_state", "load_state")
+    # after add-ons that decide at epoch end (early stopping: -10), so the checkpoint holds their decision;
+    # before trackers (0), so they find this epoch's checkpoint in `last_checkpoint`
+    hook_order = -1
 
     def __init__(self, trainer: Any, config: StateManagerConfig) -> None:
         super().__init__(trainer, config)
@@ -126,6 +129,19 @@ class StateManagerAddon(AddOnBase):
         elif error is None and self._unsaved is not None and self.config.keep_last > 0:
             self._save("epoch", self._monitored(self._unsaved))  # the run ended between every_n_epochs saves
         self._unsaved = None
+
+    def state_dict(self) -> dict[str, Any]:
+        # only where the files are, so a launcher handing rank 0's state back also hands these back
+        return {
+            "last_checkpoint": None if self.last_checkpoint is None else str(self.last_checkpoint),
+            "best_checkpoint": None if self.best_checkpoint is None else str(self.best_checkpoint),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        for key in ("last_checkpoint", "best_checkpoint"):
+            value = state.get(key)
+            if isinstance(value, str):
+                setattr(self, key, Path(value))
 
     # ------------------------------------------------------------------ lent to the trainer
     def save_state(self, path: str | Path | None = None) -> Path | None:
@@ -180,6 +196,8 @@ class StateManagerAddon(AddOnBase):
         if target.is_dir() and target.parent.resolve() == self.store.root.resolve():
             self.best_checkpoint = self.store.best()
             self._restore_best_weights(state, target)
+        elif self.best_checkpoint is not None and not self.best_checkpoint.exists():
+            self.best_checkpoint = None
         return target
 
     # ------------------------------------------------------------------ saving
