@@ -166,6 +166,17 @@ def _name(target: Any) -> str:
 
 def check_spec(spec: RunSpec, source: SpecSource) -> RunPlan:
     """Everything short of building objects; raises SpecError naming file, line and field."""
+    from zae_engine.registry import addon_names, unknown_message
+
+    installed = addon_names()  # metadata only: a misspelt add-on is reported before anything heavy is imported
+    unknown = [
+        Problem(("addons", i, "name"), unknown_message(e.name))
+        for i, e in enumerate(spec.addons)
+        if e.name not in installed
+    ]
+    if unknown:
+        raise source.error(unknown)
+
     from zae_engine.trainer import Trainer
 
     add_import_roots(source.path)
