@@ -144,9 +144,8 @@ class Trainer(ABC, metaclass=TrainerMeta):
         self._remaining: int | None = None
 
         self.addons = self._build_addons(addon_kwargs)
-        hooks = {
-            hook: tuple(getattr(a, hook) for a in self.addons.values() if overrides(type(a), hook)) for hook in HOOKS
-        }
+        ordered = sorted(self.addons.values(), key=lambda a: a.hook_order)  # stable: composition order otherwise
+        hooks = {hook: tuple(getattr(a, hook) for a in ordered if overrides(type(a), hook)) for hook in HOOKS}
         self._hooks = hooks
         self._on_batch_end = hooks["on_batch_end"]
         self._on_optimizer_step = hooks["on_optimizer_step"]

@@ -70,6 +70,9 @@ class AddOnBase:
     trainer_methods: ClassVar[tuple[str, ...]] = ()
     #: zae-engine versions this add-on supports (a PEP 440 specifier such as ">=0.1,<1"); "" means any
     supported_engine: ClassVar[str] = ""
+    #: hooks of add-ons with a lower order run first; add-ons that decide something at epoch end (early stopping)
+    #: use a negative order so that add-ons which save or report it (checkpoints, trackers) see the decision
+    hook_order: ClassVar[int] = 0
 
     def __init__(self, trainer: Trainer, config: BaseModel) -> None:
         self.trainer = trainer

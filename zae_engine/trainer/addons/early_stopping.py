@@ -43,6 +43,7 @@ class EarlyStoppingAddon(AddOnBase):
     name = "early_stopping"
     description = "Stop when a monitored metric stops improving (patience, min_delta; all DDP ranks together)."
     Config = EarlyStoppingConfig
+    hook_order = -10  # decide before a checkpoint of this epoch is written, so it holds this epoch's count
 
     def __init__(self, trainer: Any, config: EarlyStoppingConfig) -> None:
         super().__init__(trainer, config)
