@@ -134,8 +134,10 @@ def check_module(dotted: str) -> None:
                 raise SourceProblem(f"{dotted} imports '{name}', which is not installed (No module named '{top}')")
 
 
-def read_addon_class(module_name: str, class_name: str) -> ClassReport:
-    """Read an add-on class statically; raises SourceProblem when it certainly cannot load."""
+def read_addon_class(module_name: str, class_name: str, with_fields: bool = True) -> ClassReport:
+    """Read an add-on class statically; raises SourceProblem when it certainly cannot load.
+
+    `with_fields=False` skips reading the Config (listing needs only the class facts)."""
     check_module(module_name)
     module = _read_module(module_name)
     if module is None:
@@ -152,7 +154,7 @@ def read_addon_class(module_name: str, class_name: str) -> ClassReport:
         description=_class_literal(found, "description", hops=0),
         supported_engine=_class_literal(found, "supported_engine", hops=0),
         is_addon=is_addon,
-        fields=_config_fields(found),
+        fields=_config_fields(found) if with_fields else None,
     )
 
 

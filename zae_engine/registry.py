@@ -93,7 +93,7 @@ def _inspect(ep: metadata.EntryPoint) -> AddOnInfo:
     if not attr or ep.extras:
         return replace(info, status="broken", error=f"entry point value {ep.value!r} is not 'package.module:Class'")
     try:
-        report = read_addon_class(module_name.strip(), attr.strip())
+        report = read_addon_class(module_name.strip(), attr.strip(), with_fields=False)
     except SourceProblem as problem:
         return replace(info, status="broken", error=str(problem))
     info = replace(info, description=report.description or summary, supported_engine=report.supported_engine)

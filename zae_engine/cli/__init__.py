@@ -8,6 +8,13 @@ from __future__ import annotations
 
 
 def main() -> None:
+    import sys
+
+    if sys.argv[1:] == ["--version"]:  # the one answer that needs neither Typer nor rich
+        from zae_engine import __version__
+
+        print(f"zae-engine {__version__}")
+        return
     from zae_engine.cli.app import app
 
     app()
