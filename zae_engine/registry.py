@@ -69,7 +69,20 @@ class AddOnInfo:
 
 
 def _entry_points() -> list[metadata.EntryPoint]:
-    return sorted(metadata.entry_points(group=GROUP), key=lambda ep: (ep.name, _dist_name(ep)))
+    """Every `zae_engine.addons` entry point; one unreadable distribution is skipped, not fatal."""
+    found, seen = [], set()
+    for dist in metadata.distributions():
+        try:
+            name = dist.metadata["Name"]
+            points = [ep for ep in dist.entry_points if ep.group == GROUP]
+        except Exception:  # malformed metadata of some unrelated package must not break the listing
+            continue
+        key = (name or "").lower().replace("_", "-")
+        if not name or key in seen:  # like importlib.metadata: the first copy on sys.path wins
+            continue
+        seen.add(key)
+        found += points
+    return sorted(found, key=lambda ep: (ep.name, _dist_name(ep)))
 
 
 def _dist_name(ep: metadata.EntryPoint) -> str:

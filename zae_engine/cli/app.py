@@ -21,6 +21,7 @@ app = typer.Typer(
 app.add_typer(addons.app, name="addons")
 
 SPEC_HELP = "Run spec (YAML)."
+DEBUG_HELP = "Show tracebacks for errors (same as `zae --debug ...`)."
 SET_HELP = "Override a spec field: --set run.n_epoch=3 (value is YAML; list items by index or add-on name)."
 
 
@@ -43,10 +44,12 @@ def root(
 def validate(
     spec: Path = typer.Argument(..., help=SPEC_HELP),
     overrides: list[str] = typer.Option([], "--set", "-s", help=SET_HELP),
+    debug: bool = typer.Option(False, "--debug", help=DEBUG_HELP),
 ) -> None:
     """Check a spec without training: YAML, fields, class paths, add-on names and options."""
     from zae_engine.cli.run import validate as validate_spec
 
+    state.debug = state.debug or debug
     validate_spec(spec, overrides)
 
 
@@ -60,11 +63,13 @@ def run(
     node_rank: int = typer.Option(None, "--node-rank", min=0, help="This machine's rank (torchrun)."),
     master_addr: str = typer.Option(None, "--master-addr", help="Address of the rank-0 machine (torchrun)."),
     master_port: int = typer.Option(None, "--master-port", help="Port on the rank-0 machine (torchrun)."),
+    debug: bool = typer.Option(False, "--debug", help=DEBUG_HELP),
 ) -> None:
     """Train from a spec with a progress display, then print a summary. Exit 0, 1 on error, 130 on Ctrl-C."""
     from zae_engine.cli.launch import LaunchOptions
     from zae_engine.cli.run import run as run_spec
 
+    state.debug = state.debug or debug
     if spec is None:
         from zae_engine.demo import QUICKSTART_SPEC
 
