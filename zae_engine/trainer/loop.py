@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import copyreg
 import math
+import os
 import signal
 import threading
 from abc import ABC, ABCMeta, abstractmethod
 from collections.abc import Iterable, Iterator
-from contextlib import contextmanager, nullcontext
+from contextlib import contextmanager, nullcontext, suppress
 from time import perf_counter
 from typing import Any, ClassVar
 
@@ -569,7 +570,10 @@ class Trainer(ABC, metaclass=TrainerMeta):
                 raise KeyboardInterrupt(f"second {name}: aborting")
             self._interrupt = name
             if self.is_rank_zero:
-                self._display_note(f"{name} received: stopping after this step (send it again to abort now)")
+                # a raw write, not the console: the signal may land inside a console print (rich is not reentrant)
+                note = f"\n{name} received: stopping after this step (send it again to abort now)\n"
+                with suppress(OSError):
+                    os.write(2, note.encode())
 
         for sig in previous:
             signal.signal(sig, on_signal)
