@@ -30,6 +30,9 @@ class MetricsCSVAddon(AddOnBase):
     description = "Write each epoch summary (losses, metrics, learning rates) as a row of a CSV file."
     Config = MetricsCSVConfig
     supported_engine = ">=0.1"
+    # Hooks run by hook_order, lowest first. The state manager (-1) writes this epoch's checkpoint in its own
+    # on_epoch_end; running before it puts this epoch's row into that checkpoint, so a resume keeps it.
+    hook_order = -5
 
     def __init__(self, trainer: Any, config: MetricsCSVConfig) -> None:
         super().__init__(trainer, config)
