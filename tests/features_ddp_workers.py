@@ -63,6 +63,7 @@ class RankLocalScore(AddOnBase):
     """Writes a per-rank score into the summary after the reduction: ranks would disagree without a reduced decision."""
 
     name = "rank_local_score"
+    hook_order = -20  # adds a summary key, so it must run before early stopping (-10) reads it
 
     def on_epoch_end(self, epoch: int, summary: dict) -> None:
         scripts = {0: [5.0, 4.0, 3.0, 2.0, 1.0], 1: [1.0, 1.0, 1.0, 1.0, 1.0]}  # rank 1 stalls from epoch 2
