@@ -134,10 +134,27 @@ def load_and_check(save_path: Path) -> tuple[dict, int]:
     return manifest["checkpoints"][-1], done
 
 
+def warm_up(save_path: Path, save_format: str) -> None:
+    """Save and load once here, so forked children inherit every lazily imported module instead of each importing."""
+    model = Net()
+    trainer = Checkpointed(
+        model,
+        "cpu",
+        "train",
+        torch.optim.Adam(model.parameters(), lr=1e-4),
+        log_bar=False,
+        save_path=str(save_path),
+        save_format=save_format,
+    )
+    trainer.run(1, DataLoader(TensorDataset(torch.randn(8, WIDTH), torch.zeros(8, dtype=torch.long)), batch_size=8))
+    load_and_check(save_path)
+
+
 @pytest.mark.parametrize("save_format", ["safetensors", "ckpt"])
 def test_state_manager_sigkill_while_saving_leaves_a_loadable_checkpoint(tmp_path, save_format):
     """A forked child (torch already imported: cheap restarts) resumes and saves until SIGKILLed; six times."""
     save_path = tmp_path / "run"
+    warm_up(tmp_path / "warm-up", save_format)
     seed = random.randrange(2**32)
     rng = random.Random(seed)
     fork = multiprocessing.get_context("fork")

@@ -8,9 +8,9 @@ import signal
 
 import pytest
 import torch
-from zae_testing import SeparableTrainer, make_dataset
 from torch import nn
 from torch.utils.data import DataLoader
+from zae_testing import SeparableTrainer, make_dataset
 
 from zae_engine.errors import ConfigError, TrainingInterrupted
 from zae_engine.trainer import Trainer

@@ -7,9 +7,9 @@ import random
 import numpy as np
 import pytest
 import torch
-from zae_testing import SeparableTrainer, make_dataset
 from torch import nn
 from torch.utils.data import DataLoader
+from zae_testing import SeparableTrainer, make_dataset
 
 from zae_engine.schedulers import CosineAnnealingScheduler
 from zae_engine.seeding import seed_everything

@@ -9,9 +9,9 @@ import pickle
 
 import pytest
 import torch
-from zae_testing import SeparableTrainer, make_dataset
 from torch import nn
 from torch.utils.data import DataLoader
+from zae_testing import SeparableTrainer, make_dataset
 
 from zae_engine.checkpoint.formats import _fingerprint
 from zae_engine.checkpoint.tree import join_tensors, split_tensors
@@ -234,3 +234,24 @@ def test_state_manager_tied_weights_save_as_safetensors(tmp_path):
     path = trainer.save_state()
     other = Checkpointed(model, "cpu", "train", torch.optim.SGD(model.parameters(), lr=0.1), save_path=str(tmp_path))
     assert other.load_state(path) == path
+
+
+@pytest.mark.parametrize("field", ["name", "latest"])
+def test_state_manager_manifest_cannot_point_outside_save_path(tmp_path, field):
+    victim = tmp_path / "victim"
+    victim.mkdir()
+    (victim / "checkpoint.json").write_text("{}")  # looks like a checkpoint folder, but is not in save_path
+    trained(tmp_path / "run")
+    manifest_path = tmp_path / "run" / "manifest.json"
+    data = json.loads(manifest_path.read_text())
+    if field == "name":
+        data["checkpoints"][0]["name"] = "../victim"
+    else:
+        data["latest"] = "../victim"
+    manifest_path.write_text(json.dumps(data))
+    trainer = fresh(tmp_path / "run")
+    with pytest.raises(CheckpointError, match="damaged checkpoint manifest.*not a plain checkpoint folder name"):
+        trainer.load_state()
+    with pytest.raises(CheckpointError, match="damaged checkpoint manifest"):
+        trainer.save_state()  # pruning never follows such a name
+    assert (victim / "checkpoint.json").is_file()

@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from zae_engine.errors import CheckpointError
 from zae_engine.io import atomic_path
@@ -24,10 +25,20 @@ MANIFEST_FORMAT = "zae-engine checkpoint manifest"
 Kind = Literal["epoch", "interrupted", "manual"]
 
 
+_SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_+=-]*(\.[A-Za-z0-9_+=-]+)*")
+
+
+def check_folder_name(name: str) -> str:
+    """A checkpoint name is one plain folder name: a manifest can never point (or prune) outside its save_path."""
+    if not _SAFE_NAME.fullmatch(name) or name.startswith(".tmp-"):
+        raise ValueError(f"{name!r} is not a plain checkpoint folder name")
+    return name
+
+
 class CheckpointEntry(BaseModel):
     """One complete checkpoint folder in the save_path."""
 
-    model_config = ConfigDict(extra="ignore")
+    model_config = ConfigDict(extra="ignore", validate_assignment=True)
 
     name: str = Field(description="folder name inside the save_path")
     kind: Kind = Field(description="'epoch' (end of an epoch), 'interrupted' (SIGINT/SIGTERM) or 'manual' (save_state)")
@@ -39,6 +50,11 @@ class CheckpointEntry(BaseModel):
     value: float | None = Field(None, description="the monitored metric at save time (None: not scored)")
     created: str = Field(default_factory=lambda: datetime.now(timezone.utc).isoformat(timespec="seconds"))
 
+    @field_validator("name")
+    @classmethod
+    def _check_name(cls, value: str) -> str:
+        return check_folder_name(value)
+
 
 class Manifest(BaseModel):
     model_config = ConfigDict(extra="ignore")
@@ -48,6 +64,11 @@ class Manifest(BaseModel):
     checkpoints: list[CheckpointEntry] = []
     latest: str | None = None
     best: str | None = None
+
+    @field_validator("latest", "best")
+    @classmethod
+    def _check_names(cls, value: str | None) -> str | None:
+        return None if value is None else check_folder_name(value)
 
     def names(self) -> set[str]:
         return {entry.name for entry in self.checkpoints}

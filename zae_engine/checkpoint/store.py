@@ -34,10 +34,10 @@ Selector = Callable[[list[CheckpointEntry]], list[CheckpointEntry]]
 def write_folder(target: Path, state: dict[str, Any], meta: dict[str, Any], save_format: str) -> Path:
     """Write a checkpoint folder at `target` atomically: a temp folder beside it, fsync, rename."""
     parent = target.parent
-    parent.mkdir(parents=True, exist_ok=True)
     tmp = parent / f"{TMP_PREFIX}{os.getpid()}-{secrets.token_hex(4)}-{target.name}"
-    tmp.mkdir()
     try:
+        parent.mkdir(parents=True, exist_ok=True)
+        tmp.mkdir()
         write_checkpoint(tmp, state, meta, save_format)
         fsync_dir(tmp)
         old = None
@@ -48,10 +48,20 @@ def write_folder(target: Path, state: dict[str, Any], meta: dict[str, Any], save
                 )
             old = parent / f"{TMP_PREFIX}{os.getpid()}-{secrets.token_hex(4)}-old-{target.name}"
             os.replace(target, old)
-        os.replace(tmp, target)
+        try:
+            os.replace(tmp, target)
+        except OSError:
+            if old is not None:
+                os.replace(old, target)  # put the previous checkpoint back
+            raise
         fsync_dir(parent)
         if old is not None:
             shutil.rmtree(old, ignore_errors=True)
+    except OSError as exc:  # disk full, permissions, ...: the checkpoints already there are untouched
+        raise CheckpointError(
+            f"could not write checkpoint {str(target)!r} ({type(exc).__name__}: {exc}); "
+            "earlier checkpoints are untouched. Free space or choose another save_path"
+        ) from None
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
@@ -76,8 +86,7 @@ class CheckpointStore:
         self, state: dict[str, Any], entry: CheckpointEntry, meta: dict[str, Any], select: Selector | None = None
     ) -> Path:
         """Write a new checkpoint, list it in the manifest, then delete what `select` no longer keeps."""
-        self.root.mkdir(parents=True, exist_ok=True)
-        if not self._swept:
+        if not self._swept and self.root.is_dir():
             self._sweep_stale_temps()
             self._swept = True
         manifest = read_manifest(self.root)
@@ -90,9 +99,15 @@ class CheckpointStore:
         kept = [e for e in entries if e in kept]  # manifest order: oldest first
         manifest.checkpoints = kept
         manifest.best = _best_name(kept, entry)
-        write_manifest(self.root, manifest)
+        try:
+            write_manifest(self.root, manifest)
+        except OSError as exc:
+            raise CheckpointError(
+                f"checkpoint {str(folder)!r} was written but {str(self.manifest_path)!r} could not be updated "
+                f"({type(exc).__name__}: {exc}); load it by its path, or free space and save again"
+            ) from None
         for dropped in entries:
-            if dropped not in kept:
+            if dropped not in kept and is_checkpoint_folder(self.root / dropped.name):
                 shutil.rmtree(self.root / dropped.name, ignore_errors=True)
         return folder
 

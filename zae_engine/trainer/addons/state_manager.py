@@ -251,6 +251,8 @@ class StateManagerAddon(AddOnBase):
         if monitor is None:
             monitor = "valid/loss" if "valid/loss" in summary else "train/loss"
         if monitor not in summary:
+            if self.config.save_top_k == 0:
+                return None  # nothing is ranked: a monitor that is not there does not matter
             keys = sorted(k for k in summary if k not in ("epoch", "step"))
             raise ConfigError(
                 f"add-on 'state_manager': monitor {monitor!r} is not in the epoch summary{did_you_mean(monitor, keys)}; "
