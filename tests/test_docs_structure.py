@@ -173,3 +173,24 @@ def test_toml_blocks_parse(outlines):
     for block in outlines["en"].blocks:
         if block.lang == "toml":
             tomllib.loads(block.text)
+
+
+FIRST_PARTY = ("zae-engine", "zae-mpu", "zae-wandb", "zae-neptune")
+
+
+def test_guides_document_every_first_party_addon_keyword():
+    """A keyword added to an add-on (or to the Trainer) without a line in both guides fails here."""
+    from zae_engine.registry import get_addon, list_addons
+    from zae_engine.trainer.config import TrainerConfig
+
+    fields = {"Trainer": set(TrainerConfig.model_fields)}
+    for info in list_addons():
+        if info.distribution in FIRST_PARTY and info.ok:
+            fields[info.name] = set(get_addon(info.name).Config.model_fields)
+            fields[info.name].add(info.name)
+    assert {"state_manager", "early_stopping", "ema"} <= set(fields)
+    for lang, path in GUIDES.items():
+        text = path.read_text(encoding="utf-8")
+        missing = {owner: sorted(f for f in names if f"`{f}`" not in text) for owner, names in fields.items()}
+        missing = {owner: names for owner, names in missing.items() if names}
+        assert not missing, f"guide.{lang}.md does not mention: {missing}"
