@@ -83,3 +83,34 @@ def test_two_nodes_on_loopback(tmp_path):
     for node, (_, err) in zip(nodes, results):
         assert node.returncode == 0, err[-3000:]
     check_ranks(tmp_path)
+
+
+SPEC = """
+trainer: {class_path: zae_mpu_testkit.PlainTrainer, init_args: {log_bar: false}}
+device: cpu
+model: {class_path: torch.nn.Linear, init_args: {in_features: 10, out_features: 2}}
+optimizer: {class_path: torch.optim.SGD, init_args: {lr: 0.1}}
+data:
+  train: {dataset: {class_path: zae_mpu_testkit.SeparableDataset, init_args: {size: 128}}, batch_size: 8, shuffle: true}
+addons:
+  - {name: mpu}
+  - {name: state_manager, save_path: SAVE_PATH, save_format: safetensors, save_top_k: 0, keep_last: 1}
+run: {n_epoch: 2, seed: 0}
+"""
+
+
+@pytest.mark.timeout(120)
+def test_zae_run_with_nproc_per_node_trains_on_two_ranks(tmp_path):
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(SPEC.replace("SAVE_PATH", str(tmp_path / "ckpt")))
+    env = {
+        **environment(),
+        "PYTHONPATH": os.pathsep.join([str(Path(__file__).parent), os.environ.get("PYTHONPATH", "")]),
+    }
+    command = [sys.executable, "-m", "zae_engine.cli", "run", str(spec), "--nproc-per-node", "2"]
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=110, cwd=tmp_path)
+    assert done.returncode == 0, (done.stdout + done.stderr)[-3000:]
+    assert done.stdout.count("epoch 2/2") == 1  # rank 0 alone reports
+    (folder,) = [p for p in (tmp_path / "ckpt").iterdir() if p.is_dir()]
+    assert folder.name == "epoch-0002"
+    assert set(load_file(str(folder / "model.safetensors"))) == {"weight", "bias"}

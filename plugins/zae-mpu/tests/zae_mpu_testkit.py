@@ -49,3 +49,10 @@ class FailingDDPTrainer(DDPTrainer):
         if get_rank() == 1 and self.progress_checker.get_step() == 3:
             raise ValueError("boom on rank 1 at step 3")
         return super().train_step(batch)
+
+
+class SeparableDataset(TensorDataset):
+    """`make_dataset` as a class, for run specs."""
+
+    def __init__(self, size: int = 128, seed: int = 0) -> None:
+        super().__init__(*make_dataset(size, seed).tensors)
