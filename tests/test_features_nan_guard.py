@@ -82,3 +82,13 @@ def test_off_lets_non_finite_losses_through():
     trainer.run(1, poisoned_batches(bad=2))
     assert math.isnan(trainer.history[0]["train/loss"])
     assert not torch.isfinite(trainer.model.weight).all()  # what the guard exists to prevent
+
+
+def test_raise_is_also_checked_at_progress_refreshes_mid_epoch(monkeypatch):
+    import zae_engine.trainer.loop as loop
+
+    monkeypatch.setattr(loop, "REFRESH_SECONDS", 0.0)  # refresh after every batch instead of at most 5 times a second
+    trainer = make_trainer(PoisonAt)
+    with pytest.raises(NonFiniteLossError, match=r"at epoch 2, batch 3\b"):
+        trainer.run(2, batches(80, 8))
+    assert len(trainer.log_train["loss"]) == 3  # stopped right after the bad batch, not at the end of the epoch
