@@ -138,6 +138,7 @@ class StateManagerAddon(AddOnBase):
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
+        self._pending_rng = None  # a state handed back after a run replaces one loaded before it
         for key in ("last_checkpoint", "best_checkpoint"):
             value = state.get(key)
             if isinstance(value, str):
