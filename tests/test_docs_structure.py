@@ -194,3 +194,26 @@ def test_guides_document_every_first_party_addon_keyword():
         missing = {owner: sorted(f for f in names if f"`{f}`" not in text) for owner, names in fields.items()}
         missing = {owner: names for owner, names in missing.items() if names}
         assert not missing, f"guide.{lang}.md does not mention: {missing}"
+
+
+def test_guides_document_every_cli_command_and_option():
+    """Walks the real Typer app: a command or flag added to `zae` without a mention in both guides fails here."""
+    import typer.main
+
+    from zae_engine.cli.app import app
+
+    wanted: set[str] = set()
+
+    def walk(command, words: list[str]) -> None:
+        for param in command.params:
+            wanted.update(opt for opt in param.opts if opt.startswith("--"))
+        for name, sub in (getattr(command, "commands", None) or {}).items():
+            wanted.add(" ".join([*words, name]))
+            walk(sub, [*words, name])
+
+    walk(typer.main.get_command(app), ["zae"])
+    assert {"zae run", "zae validate", "zae addons list", "zae addons show", "zae schema"} <= wanted
+    for lang, path in GUIDES.items():
+        text = path.read_text(encoding="utf-8")
+        missing = sorted(item for item in wanted if item not in text)
+        assert not missing, f"guide.{lang}.md does not mention: {missing}"
