@@ -135,6 +135,10 @@ def problems_from_pydantic(
                 message += f"; allowed here: {', '.join(known)}"
         elif item["type"] == "missing":
             message = "required, but missing"
+        elif item["type"] == "model_type":
+            message, got = "expected a mapping of keys to values here", f" (got {item['input']!r})"
+            if len(path) == 2 and path[0] == "addons":
+                message += ", e.g. - {name: state_manager, save_path: runs/x}"
         else:
             message, got = item["msg"], f" (got {item['input']!r})"
         messages, _ = merged.setdefault(path, ([], got))
