@@ -40,6 +40,13 @@ def test_a_rank_that_raises_ends_every_rank_with_its_traceback():
     assert not _children_of(os.getpid(), exclude_forkserver=True)
 
 
+def test_what_cannot_travel_to_the_workers_is_named_before_any_starts():
+    trainer = make_trainer(DDPTrainer)
+    loader = DataLoader(make_dataset(), batch_size=8, collate_fn=lambda items: items)
+    with pytest.raises(ConfigError, match="cannot be pickled.*lambda"):
+        trainer.run(1, loader)
+
+
 @pytest.fixture
 def busy_port():
     with socket.socket() as holder:

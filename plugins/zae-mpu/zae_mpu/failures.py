@@ -63,6 +63,11 @@ def rank_failed_error(failure: Failure, world_size: int) -> RankFailedError:
         f"{failure.kind}: {failure.message}\n"
         f"where (innermost last):\n{failure.summary.rstrip()}"
     )
+    if failure.kind == "AttributeError" and "Can't get attribute" in failure.message:
+        text += (
+            "\nhint: workers import your classes by name; define the trainer (and datasets, collate functions) in a "
+            "module or at the top level of the script, not in a notebook cell or inside a function"
+        )
     return RankFailedError(text, failure.rank, failure.traceback)
 
 

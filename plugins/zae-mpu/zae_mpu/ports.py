@@ -20,8 +20,13 @@ def port_is_free(host: str, port: int) -> bool | None:
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
     except socket.gaierror:
         return None
+    answer = None
     for family, kind, proto, _, address in infos:
-        with socket.socket(family, kind, proto) as probe:
+        try:
+            probe = socket.socket(family, kind, proto)
+        except OSError:  # an address family this machine does not offer (e.g. IPv6 switched off)
+            continue
+        with probe:
             # c10d's TCPStore listens with SO_REUSEADDR: a port in TIME_WAIT is free for it, so it is for us
             probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             try:
@@ -29,10 +34,11 @@ def port_is_free(host: str, port: int) -> bool | None:
             except OSError as exc:
                 if exc.errno == errno.EADDRINUSE:
                     return False
-                if exc.errno == errno.EADDRNOTAVAIL:
-                    return None  # not an address of this machine: a remote master
+                if exc.errno in (errno.EADDRNOTAVAIL, errno.EAFNOSUPPORT):
+                    continue  # not an address of this machine (a remote master), or not usable here
                 raise
-    return True
+            answer = True
+    return answer
 
 
 def free_port(host: str = "127.0.0.1") -> int:

@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 import torch.multiprocessing as mp
 
-from zae_engine.errors import TrainingInterrupted
+from zae_engine.errors import ConfigError, TrainingInterrupted
 from zae_mpu.failures import first_failure, rank_died_error, rank_failed_error, record_failure
 from zae_mpu.handback import TREE, read_state, write_state
 from zae_mpu.rank import RankPlan, run_rank
@@ -58,7 +58,7 @@ class SpawnPlan:
 
 def spawn_run(trainer: Trainer, plan: SpawnPlan, loader: Iterable, valid_loader: Iterable | None) -> dict[str, Any]:
     """Run every rank in its own process; returns the state rank 0 handed back."""
-    payload = pickle.dumps((trainer, loader, valid_loader), protocol=pickle.HIGHEST_PROTOCOL)
+    payload = _pickled(trainer, loader, valid_loader)
     context = _context(plan.start_method)
     world = len(plan.devices)
     with tempfile.TemporaryDirectory(prefix="zae-mpu-") as folder:
@@ -78,6 +78,17 @@ def spawn_run(trainer: Trainer, plan: SpawnPlan, loader: Iterable, valid_loader:
                 lifeline.close()
                 launcher_end.close()
         return read_state(folder)
+
+
+def _pickled(trainer: Trainer, loader: Iterable, valid_loader: Iterable | None) -> bytes:
+    try:
+        return pickle.dumps((trainer, loader, valid_loader), protocol=pickle.HIGHEST_PROTOCOL)
+    except (pickle.PicklingError, AttributeError, TypeError) as exc:
+        raise ConfigError(
+            f"MultiGPUAddon: the trainer and the loaders travel to the worker processes by pickle, and this one "
+            f"cannot be pickled: {exc}. Define classes and functions (collate_fn, datasets, the trainer) at the top "
+            "level of a module or script, not inside a function, and use no lambdas in them"
+        ) from None
 
 
 def _context(start_method: str) -> Any:
