@@ -18,6 +18,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pydantic import ValidationError
+
 from zae_engine.errors import CompositionError, ConfigError, did_you_mean
 from zae_engine.registry import AddOnError, get_addon
 from zae_engine.spec import Component, LoaderSpec, RunSpec, problems_from_pydantic
@@ -244,17 +246,15 @@ def _check_addons(spec: RunSpec, source: SpecSource, plan: RunPlan) -> list[type
             problems.append(Problem((*path, "name"), str(exc)))
             continue
         try:
-            config = addon.Config(**entry.options)
-        except Exception as exc:  # pydantic ValidationError, or a validator raising
-            if hasattr(exc, "errors"):
-                problems += problems_from_pydantic(
-                    exc, entry.options, addon.Config, path, owner=f"add-on '{entry.name}'"
-                )
-            else:
-                problems.append(Problem(path, f"add-on '{entry.name}': {exc}"))
+            addon.Config(**entry.options)  # checked here to point at the spec; the trainer builds its own
+        except ValidationError as exc:
+            owner = f"add-on '{entry.name}'"
+            problems += problems_from_pydantic(exc, entry.options, addon.Config, path, owner=owner)
+            continue
+        except Exception as exc:  # a Config validator raising something other than ValueError
+            problems.append(Problem(path, f"add-on '{entry.name}': {type(exc).__name__}: {exc}"))
             continue
         classes.append(addon)
-        del config  # valid; the trainer builds its own from the same keywords
         for key, value in entry.options.items():
             if key in plan.addon_kwargs and plan.addon_kwargs[key] != value:
                 merged = _merge_shared(plan.addon_kwargs[key], value)
