@@ -28,6 +28,8 @@ from zae_engine.errors import ConfigError, did_you_mean
 if TYPE_CHECKING:
     from zae_engine.trainer.addons.base import AddOnBase
 
+__all__ = ["GROUP", "AddOnError", "AddOnInfo", "addon_fields", "addon_names", "find_info", "get_addon", "list_addons"]
+
 GROUP = "zae_engine.addons"
 JSON_KEYS = ("name", "description", "distribution", "version", "status", "error")
 
@@ -164,12 +166,19 @@ def addon_names() -> list[str]:
 
 def find_info(name: str) -> AddOnInfo:
     """The listing entry for `name`; AddOnError with "did you mean" (and the pip extra) when unknown."""
-    matches = [info for info in list_addons() if info.name == name]
-    if not matches:
+    return _inspect(_single_entry_point(name))
+
+
+def _single_entry_point(name: str) -> metadata.EntryPoint:
+    eps = [ep for ep in _entry_points() if ep.name == name]
+    if not eps:
         raise AddOnError(unknown_message(name), reason="not installed")
-    if len(matches) > 1:
-        raise AddOnError(f"add-on '{name}': {matches[0].error}", reason=matches[0].error or "")
-    return matches[0]
+    if len(eps) > 1:
+        providers = " and ".join(f"{_dist_name(ep)} {ep.dist.version}" for ep in eps)
+        raise AddOnError(
+            f"add-on '{name}' is registered by {providers}; uninstall all but one", reason="registered twice"
+        )
+    return eps[0]
 
 
 def unknown_message(name: str) -> str:
@@ -190,15 +199,7 @@ def get_addon(name: str) -> type[AddOnBase]:
     """Import and return the add-on class registered as `name`; AddOnError says why it cannot be used."""
     if name in _LOADED:
         return _LOADED[name]
-    eps = [ep for ep in _entry_points() if ep.name == name]
-    if not eps:
-        raise AddOnError(unknown_message(name), reason="not installed")
-    if len(eps) > 1:
-        providers = " and ".join(f"{_dist_name(ep)} {ep.dist.version}" for ep in eps)
-        raise AddOnError(
-            f"add-on '{name}' is registered by {providers}; uninstall all but one", reason="registered twice"
-        )
-    ep = eps[0]
+    ep = _single_entry_point(name)
     where = f"add-on '{name}' (from {_dist_name(ep)} {ep.dist.version}, {ep.value})"
     try:
         obj = ep.load()
