@@ -149,6 +149,8 @@ def _writer_pid(name: str) -> int | None:
 
 
 def _alive(pid: int) -> bool:
+    if os.name == "nt":
+        return True  # os.kill(pid, 0) would terminate the process on Windows: never sweep there
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
