@@ -46,7 +46,11 @@ class TrackerWarning(UserWarning):
 
 
 class TrackerConfig(AddOnConfig):
-    """Keywords shared by all tracker add-ons: the same meaning on each, so several can sit on one trainer."""
+    """Keywords shared by all tracker add-ons: the same meaning on each, so several can sit on one trainer.
+
+    A third-party tracker subclasses this too; a different `web_logger` declaration would be refused by
+    `Trainer.add_on` next to these trackers (shared keywords must mean the same).
+    """
 
     web_logger: dict[str, dict[str, Any]] | None = Field(
         None,
