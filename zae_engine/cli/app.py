@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import typer
@@ -36,7 +37,7 @@ def root(
     version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version."),
     debug: bool = typer.Option(False, "--debug", help="Show tracebacks for errors."),
 ) -> None:
-    state.debug = state.debug or debug
+    state.debug = debug or bool(os.environ.get("ZAE_DEBUG"))  # set afresh per invocation (in-process runners)
 
 
 @app.command()

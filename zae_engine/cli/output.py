@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import functools
-import os
 import traceback
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -24,7 +23,7 @@ EXIT_INTERRUPTED = 130
 class _State:
     """Global CLI options (`zae --debug ...`); ZAE_DEBUG=1 does the same."""
 
-    debug = bool(os.environ.get("ZAE_DEBUG"))
+    debug = False
 
 
 state = _State()
