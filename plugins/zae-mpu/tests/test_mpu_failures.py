@@ -69,10 +69,14 @@ def test_busy_port_is_swapped_for_a_free_one_otherwise(busy_port, capfd):
 
 
 @pytest.mark.timeout(60)
-@pytest.mark.parametrize("how", [signal.SIGINT, signal.SIGKILL], ids=["ctrl-c", "kill-9"])
-def test_stopping_the_launcher_stops_every_worker(tmp_path, how):
+@pytest.mark.parametrize(
+    ("how", "start_method"),
+    [(signal.SIGINT, "forkserver"), (signal.SIGKILL, "spawn")],
+    ids=["ctrl-c-forkserver", "kill-9-spawn"],
+)
+def test_stopping_the_launcher_stops_every_worker(how, start_method):
     process = subprocess.Popen(
-        [sys.executable, str(SCRIPTS / "long_run.py")],
+        [sys.executable, str(SCRIPTS / "long_run.py"), start_method],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,

@@ -1,4 +1,4 @@
-"""A run long enough to be interrupted: prints one line per epoch (rank 0), trains for a long time."""
+"""A run long enough to be interrupted: prints one line per epoch (rank 0). Argument: the start method."""
 
 import sys
 from pathlib import Path
@@ -20,5 +20,6 @@ if __name__ == "__main__":
         log_bar=False,
         threads_per_worker=1,
         init_method="tcp://127.0.0.1:0",
+        start_method=sys.argv[1],
     )
     trainer.run(100_000, DataLoader(make_dataset(64), batch_size=8))
