@@ -89,7 +89,7 @@ class StateManagerAddon(AddOnBase):
 
     def __init__(self, trainer: Any, config: StateManagerConfig) -> None:
         super().__init__(trainer, config)
-        self.store = CheckpointStore(config.save_path)
+        self._store = CheckpointStore(config.save_path)
         #: the latest complete checkpoint this add-on saved or loaded (tracker plugins upload it)
         self.last_checkpoint: Path | None = None
         #: the best checkpoint in save_path by `monitor`, after the latest save or load
@@ -98,6 +98,13 @@ class StateManagerAddon(AddOnBase):
         self._pending_rng: dict[str, Any] | None = None
         self._saved_at: dict[str, int] | None = None  # progress of the latest save/load
         self._unsaved: dict[str, Any] | None = None  # summary of an epoch that ended without a checkpoint
+
+    @property
+    def store(self) -> CheckpointStore:
+        """The checkpoints in `config.save_path` (followed if the config is changed after construction)."""
+        if str(self._store.root) != str(Path(self.config.save_path)):
+            self._store = CheckpointStore(self.config.save_path)
+        return self._store
 
     # ------------------------------------------------------------------ hooks
     def on_run_start(self) -> None:
