@@ -29,7 +29,7 @@ import torch
 import torch.multiprocessing as mp
 
 from zae_engine.errors import ConfigError, TrainingInterrupted
-from zae_mpu.failures import first_failure, rank_died_error, rank_failed_error, record_failure
+from zae_mpu.failures import RankFailedError, first_failure, rank_died_error, rank_failed_error, record_failure
 from zae_mpu.handback import TREE, read_state, write_state
 from zae_mpu.rank import RankPlan, run_rank
 
@@ -114,7 +114,7 @@ def _wait_for_all(workers: list, folder: Path, world: int) -> None:
                 failure = first_failure(folder)
                 raise rank_failed_error(failure, world) if failure else rank_died_error(rank, worker.exitcode, world)
     if not (folder / TREE).exists():
-        raise rank_died_error(0, 0, world)
+        raise RankFailedError(f"rank 0 of {world} finished but handed no state back; nothing was loaded", 0)
 
 
 def _stop(workers: list) -> None:
@@ -164,7 +164,7 @@ def _worker_main(rank: int, payload: bytes, plan: SpawnPlan, lifeline: Any) -> N
         rank_plan = RankPlan(
             rank=rank,
             world_size=len(plan.devices),
-            device=torch.device(plan.devices[rank]),
+            device=_device_for(plan.devices[rank], rank),
             init_method=plan.init_method,
             backend=plan.backend,
             timeout_s=plan.timeout_s,
@@ -176,6 +176,11 @@ def _worker_main(rank: int, payload: bytes, plan: SpawnPlan, lifeline: Any) -> N
     except BaseException as exc:
         record_failure(folder, rank, exc)
         sys.exit(1)
+
+
+def _device_for(name: str, rank: int) -> torch.device:
+    device = torch.device(name)
+    return torch.device("cuda", rank) if device.type == "cuda" and device.index is None else device
 
 
 def handback_state(trainer: Trainer) -> dict[str, Any]:
