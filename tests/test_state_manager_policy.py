@@ -198,3 +198,12 @@ def test_state_manager_test_mode_writes_nothing(tmp_path):
     trainer = Checkpointed(model, "cpu", "test", log_bar=False, save_path=str(tmp_path / "run"))
     trainer.run(1, loader())
     assert not (tmp_path / "run").exists()
+
+
+def test_state_manager_resume_keyword_starts_fresh_when_there_is_nothing(tmp_path):
+    trainer = make(tmp_path / "run", resume=True, monitor="valid/nothing", save_top_k=0)  # unranked: no monitor needed
+    trainer.run(2, loader())
+    assert manifest(tmp_path / "run")["latest"] == "epoch-0002"
+    again = make(tmp_path / "run", resume=True)
+    again.run(1, loader())
+    assert again.progress_checker.get_epoch() == 4  # resumed after epoch 2, then trained epoch 3
