@@ -54,7 +54,10 @@ class BuiltRun:
 
 
 def add_import_roots(spec_path: Path) -> None:
-    """Class paths resolve like `python -m` from the current directory, then from the spec's folder."""
+    """Class paths resolve like `python -m` from the current directory, then from the spec's folder.
+
+    Both go first on sys.path (cwd at 0, the spec's folder at 1), so a user's `utils.py` wins over an installed one.
+    """
     for root in reversed([os.getcwd(), str(spec_path.resolve().parent)]):
         if root in sys.path:
             sys.path.remove(root)
@@ -80,7 +83,7 @@ def resolve(class_path: str, source: SpecSource, path: FieldPath) -> Any:
         return _attribute(module, ".".join(parts[cut:]), class_path, source, path)
     if len(parts) == 1:
         raise source.fail(path, f"'{class_path}' is not a class path; write it as package.module.Name")
-    raise source.fail(path, _no_module(parts[0], None))
+    raise source.fail(path, _no_module(parts[0], None, spec_folder=source.path.resolve().parent))
 
 
 def _import(module_name: str, source: SpecSource, path: FieldPath) -> Any:
@@ -89,13 +92,14 @@ def _import(module_name: str, source: SpecSource, path: FieldPath) -> Any:
     except ModuleNotFoundError as exc:
         if exc.name and (module_name == exc.name or module_name.startswith(exc.name + ".")):
             parent = exc.name.rpartition(".")[0]
-            raise source.fail(path, _no_module(exc.name, parent or None)) from None
+            folder = source.path.resolve().parent
+            raise source.fail(path, _no_module(exc.name, parent or None, spec_folder=folder)) from None
         raise source.fail(path, _import_failed(module_name, exc)) from exc
     except Exception as exc:
         raise source.fail(path, _import_failed(module_name, exc)) from exc
 
 
-def _no_module(name: str, parent: str | None, found: list[str] | None = None) -> str:
+def _no_module(name: str, parent: str | None, found: list[str] | None = None, spec_folder: Path | None = None) -> str:
     if parent:
         package = sys.modules.get(parent)
         if found is None:
@@ -105,7 +109,7 @@ def _no_module(name: str, parent: str | None, found: list[str] | None = None) ->
     found = [m.name for m in pkgutil.iter_modules()]
     return (
         f"module not found: no module named '{name}'{did_you_mean(name, found)}; class paths are imported from the "
-        f"current directory ({os.getcwd()}), then the spec's folder, then installed packages"
+        f"current directory ({os.getcwd()}), then the spec's folder ({spec_folder}), then installed packages"
     )
 
 
