@@ -25,7 +25,7 @@ def format_summary(summary: dict[str, Any], n_epoch: int | None = None) -> str:
 class NullDisplay:
     """Shows nothing: ranks other than 0, and `inference`."""
 
-    def run_start(self, n_epoch: int) -> None: ...
+    def run_start(self, first_epoch: int, last_epoch: int) -> None: ...
     def epoch_start(self, epoch: int, mode: str, total: int | None) -> None: ...
     def refresh(self, done: int, running: dict[str, float], lr: float | None) -> None: ...
     def epoch_end(self, summary: dict[str, Any]) -> None: ...
@@ -39,8 +39,8 @@ class LineDisplay(NullDisplay):
         self.console = console or Console(highlight=False)
         self.n_epoch: int | None = None
 
-    def run_start(self, n_epoch: int) -> None:
-        self.n_epoch = n_epoch
+    def run_start(self, first_epoch: int, last_epoch: int) -> None:
+        self.n_epoch = last_epoch  # epochs are numbered across resumes: "epoch 5/8" after resuming at 5
 
     def epoch_end(self, summary: dict[str, Any]) -> None:
         self.console.print(format_summary(summary, self.n_epoch), markup=False, soft_wrap=True)
@@ -54,8 +54,8 @@ class BarDisplay(LineDisplay):
         self.progress: Progress | None = None
         self._epoch_task = self._batch_task = None
 
-    def run_start(self, n_epoch: int) -> None:
-        super().run_start(n_epoch)
+    def run_start(self, first_epoch: int, last_epoch: int) -> None:
+        super().run_start(first_epoch, last_epoch)
         self.progress = Progress(
             TextColumn("{task.description}"),
             BarColumn(),
@@ -67,7 +67,7 @@ class BarDisplay(LineDisplay):
             auto_refresh=False,  # we redraw from the loop, at most every REFRESH_SECONDS: no thread, no per-step cost
         )
         self.progress.start()
-        self._epoch_task = self.progress.add_task("epochs", total=n_epoch, info="")
+        self._epoch_task = self.progress.add_task("epochs", total=last_epoch, completed=first_epoch - 1, info="")
 
     def epoch_start(self, epoch: int, mode: str, total: int | None) -> None:
         assert self.progress is not None

@@ -279,7 +279,6 @@ class Trainer(ABC, metaclass=TrainerMeta):
             raise ConfigError(
                 f"{type(self).__name__}.run: 'loader' is None; pass a DataLoader or any iterable of batches"
             )
-        self._check_scheduler_budget(n_epoch, loader)
         self._display = self._make_display()
         self._interrupt, self.should_stop = None, False
         if self.mode == "train":
@@ -287,8 +286,10 @@ class Trainer(ABC, metaclass=TrainerMeta):
         error: BaseException | None = None
         with self._graceful_signals():
             try:
-                self._call_hooks("on_run_start")
-                self._display.run_start(n_epoch)
+                self._call_hooks("on_run_start")  # may restore a checkpoint: check the schedule after it
+                self._check_scheduler_budget(n_epoch, loader)
+                first = self.progress_checker.get_epoch()
+                self._display.run_start(first, first + n_epoch - 1)
                 for _ in range(n_epoch):
                     epoch = self.progress_checker.get_epoch()
                     self._call_hooks("on_epoch_start", epoch)
