@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import time
 from pathlib import Path
 from typing import Any
@@ -51,10 +50,10 @@ def run(spec_path: Path, overrides: list[str], launcher: LaunchOptions) -> None:
         trainer.run(built.n_epoch, built.loader, built.valid_loader)
     except KeyboardInterrupt:
         if _rank_zero():
-            out.print(summary(trainer, time.perf_counter() - started, stopped=True))
+            out.print(summary(trainer, time.perf_counter() - started, stopped=True), markup=False)
         raise
     if _rank_zero():
-        out.print(summary(trainer, time.perf_counter() - started))
+        out.print(summary(trainer, time.perf_counter() - started), markup=False)
 
 
 def summary(trainer: Any, seconds: float, stopped: bool = False) -> str:
@@ -87,4 +86,6 @@ def _ran_elsewhere(trainer: Any) -> bool:
 
 
 def _rank_zero() -> bool:
-    return os.environ.get("RANK", "0") == "0"
+    from zae_engine.distributed import is_rank_zero
+
+    return is_rank_zero()
