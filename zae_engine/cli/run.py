@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import typer
+from rich.markup import escape
 
 from zae_engine.cli.launch import LaunchOptions, launch
 from zae_engine.cli.output import out, state
@@ -26,8 +27,8 @@ def validate(spec_path: Path, overrides: list[str]) -> None:
     spec = plan.spec
     addons = ", ".join(entry.name for entry in spec.addons) or "none"
     out.print(
-        f"[green]valid:[/] {spec_path} — {plan.trainer_class.__name__}, model {spec.model.class_path}, "
-        f"{spec.run.n_epoch} epoch(s) on {spec.device}, add-ons: {addons}"
+        f"[green]valid:[/] {escape(str(spec_path))} — {plan.trainer_class.__name__}, model {spec.model.class_path}, "
+        f"{spec.run.n_epoch} epoch(s) on {escape(str(spec.device))}, add-ons: {addons}"
     )
 
 
@@ -43,7 +44,8 @@ def run(spec_path: Path, overrides: list[str], launcher: LaunchOptions) -> None:
     trainer.run_spec = plan.run_spec
     if _rank_zero():
         out.print(
-            f"[bold]zae run[/] {spec_path}: {type(trainer).__name__}, {built.n_epoch} epoch(s) on {plan.spec.device}"
+            f"[bold]zae run[/] {escape(str(spec_path))}: {type(trainer).__name__}, {built.n_epoch} epoch(s) "
+            f"on {escape(str(plan.spec.device))}"
         )
     started = time.perf_counter()
     try:
