@@ -86,7 +86,7 @@ class MultiGPUAddon(AddOnBase):
         """Rank and device when torchrun (or the user) started the process group."""
         rank = dist.get_rank() if dist.is_initialized() else int(os.environ["RANK"])
         world = dist.get_world_size() if dist.is_initialized() else int(os.environ["WORLD_SIZE"])
-        local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+        local_rank = int(os.environ.get("LOCAL_RANK", rank))
         devices = self.trainer.devices
         if len(devices) > 1:
             if local_rank >= len(devices):
