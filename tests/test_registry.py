@@ -6,7 +6,6 @@ importlib.metadata once its folder is on sys.path.
 
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
 import textwrap
@@ -182,24 +181,3 @@ def test_source_reader_follows_imports_inheritance_and_field_forms(tmp_path, mon
     assert unknown.fields is None and unknown.is_addon is None
     with pytest.raises(addon_source.SourceProblem, match="has no attribute 'Nope'"):
         addon_source.read_addon_class("zae_reader_case.impl", "Nope")
-
-
-def test_cli_json_lists_broken_fixture_and_exits_zero():
-    env = {**_env(), "PYTHONPATH": f"{BROKEN}"}
-    result = subprocess.run(
-        [sys.executable, "-m", "zae_engine.cli", "addons", "list", "--json"],
-        capture_output=True,
-        text=True,
-        env=env,
-    )
-    assert result.returncode == 0, result.stderr
-    rows = {row["name"]: row for row in json.loads(result.stdout)}
-    assert rows["state_manager"]["status"] == "ok"
-    assert rows["ghost"]["status"] == "broken" and rows["ghost"]["distribution"] == "zae-broken-fixture"
-    assert all(list(row) == list(registry.JSON_KEYS) for row in rows.values())
-
-
-def _env():
-    import os
-
-    return {**os.environ, "NO_COLOR": "1"}
