@@ -123,6 +123,9 @@ def test_ema_weights_of_another_model_are_refused_with_the_keys():
     other.run(1, batches(16, 8))
     with pytest.raises(CheckpointError, match="EMA weights do not fit the model"):
         trainer.load_state_dict({**trainer.state_dict(), "addons": {"ema": other.state_dict()["addons"]["ema"]}})
+    wide = make_trainer(FeatureTrainer.add_on(EMAAddon), model=torch.nn.Linear(10, 3))  # same keys, other shapes
+    with pytest.raises(CheckpointError, match=r"other shape: \['bias', 'weight'\]"):
+        wide.addon("ema").load_state_dict(other.state_dict()["addons"]["ema"])
 
 
 def test_copy_to_model_and_swapped_in():

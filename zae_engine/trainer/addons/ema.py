@@ -133,10 +133,11 @@ class EMAAddon(AddOnBase):
         model_state = self._model_state()
         missing = sorted(set(model_state) - set(weights))
         unexpected = sorted(set(weights) - set(model_state))
-        if weights and (missing or unexpected):
+        reshaped = sorted(k for k in set(weights) & set(model_state) if weights[k].shape != model_state[k].shape)
+        if weights and (missing or unexpected or reshaped):
             raise CheckpointError(
-                f"{self.label()}: the checkpoint's EMA weights do not fit the model "
-                f"(missing: {missing[:5]}, unexpected: {unexpected[:5]}); load a checkpoint of this model"
+                f"{self.label()}: the checkpoint's EMA weights do not fit the model (missing: {missing[:5]}, "
+                f"unexpected: {unexpected[:5]}, other shape: {reshaped[:5]}); load a checkpoint of this model"
             )
         self.weights = {
             k: v.detach().to(model_state[k].device, model_state[k].dtype).clone() for k, v in weights.items()
