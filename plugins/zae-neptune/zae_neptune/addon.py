@@ -12,7 +12,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from zae_engine.trainer.addons.tracking import TrackerAddonBase, TrackerConfig
+from zae_engine.trainer.addons.tracking import TrackerAddonBase, TrackerConfig, first_line
 
 _SERVER_MODES = ("async", "sync")
 
@@ -38,17 +38,23 @@ class NeptuneLoggerAddon(TrackerAddonBase):
 
         if "with_id" not in settings:  # neptune refuses both at once
             settings.setdefault("custom_run_id", self.tracker_run_id)
-        mode = settings.get("mode") or os.environ.get("NEPTUNE_MODE") or "async"
-        fell_back = mode in _SERVER_MODES and not (settings.get("api_token") or os.environ.get("NEPTUNE_API_TOKEN"))
-        if fell_back:
+        reason = ""
+        if _wants_server(settings) and not (settings.get("api_token") or os.environ.get("NEPTUNE_API_TOKEN")):
             settings["mode"] = "offline"
-        run = neptune.init_run(**settings)
-        if fell_back:
-            folder = Path.cwd() / ".neptune"
+            reason = "no API token found (NEPTUNE_API_TOKEN or api_token in web_logger['neptune'])"
+        try:
+            run = neptune.init_run(**settings)
+        except Exception as exc:
+            if not _wants_server(settings):
+                raise
+            settings["mode"] = "offline"  # e.g. no server: keep the run on disk rather than lose it
+            reason = f"Neptune could not start an online run ({type(exc).__name__}: {first_line(exc)})"
+            run = neptune.init_run(**settings)
+        if reason:
             self.notify(
-                f"no API token found (NEPTUNE_API_TOKEN or api_token in web_logger['neptune']), so this run is "
-                f"logged offline to {folder}. Upload it later with: neptune sync --path {Path.cwd()} --project "
-                "WORKSPACE/PROJECT (needs a Neptune server; the hosted neptune.ai service has shut down)"
+                f"{reason}, so this run is logged offline to {Path.cwd() / '.neptune'}. Upload it later with: "
+                f"neptune sync --path {Path.cwd()} --project WORKSPACE/PROJECT (needs a Neptune server; the hosted "
+                "neptune.ai service has shut down)"
             )
         self._last_step: dict[str, int] = {}
         return run
@@ -82,3 +88,7 @@ class NeptuneLoggerAddon(TrackerAddonBase):
             self.run["sys/failed"] = True
             self.run["error"] = f"{type(error).__name__}: {error}"
         self.run.stop()
+
+
+def _wants_server(settings: dict[str, Any]) -> bool:
+    return (settings.get("mode") or os.environ.get("NEPTUNE_MODE") or "async") in _SERVER_MODES

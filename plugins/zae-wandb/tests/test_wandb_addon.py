@@ -238,3 +238,20 @@ def test_wandb_under_ddp_logs_from_rank_zero_only(wb, wandb_home):
     assert [row["step"] for row in run.rows_with("running/train/loss")] == [1, 2]
     (epoch,) = run.rows_with("epoch")
     assert epoch["train/loss"] == trainer.history[0]["train/loss"] and run.exit_code == 0
+
+
+def test_wandb_unreachable_server_falls_back_to_offline(wb, wandb_home, monkeypatch):
+    monkeypatch.setenv("WANDB_API_KEY", "k" * 40)
+    monkeypatch.setenv("WANDB_BASE_URL", "http://127.0.0.1:9")  # nothing listens on the discard port
+    model, optimizer = wb.parts()
+    trainer = wb.Trainer.add_on(WandBLoggerAddon)(
+        model, "cpu", "train", optimizer, log_bar=False,
+        web_logger={"wandb": {"project": "p", "settings": {"init_timeout": 2}}},
+    )  # fmt: skip
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        trainer.run(1, wb.loader())
+    (warning,) = [w for w in caught if issubclass(w.category, TrackerWarning)]
+    assert "W&B could not start an online run" in str(warning.message) and "wandb sync" in str(warning.message)
+    (run,) = wb.read_dir(wandb_home)
+    assert run.rows_with("epoch")[0]["train/loss"] == trainer.history[0]["train/loss"]

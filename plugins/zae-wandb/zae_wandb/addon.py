@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
-from zae_engine.trainer.addons.tracking import TrackerAddonBase, TrackerConfig
+from zae_engine.trainer.addons.tracking import TrackerAddonBase, TrackerConfig, first_line
 
 _LOCAL_MODES = ("offline", "disabled", "dryrun")
 
@@ -41,15 +41,24 @@ class WandBLoggerAddon(TrackerAddonBase):
         # worker of a later launch), else create it
         settings.setdefault("resume", "allow")
         settings.setdefault("reinit", _separate_runs(wandb.__version__))
-        fell_back = not _is_local(settings) and not _has_credentials(settings)
-        if fell_back:
+        reason = ""
+        if not _is_local(settings) and not _has_credentials(settings):
             settings["mode"] = "offline"
-        run = wandb.init(**settings)
-        if fell_back:
+            reason = "no API key found (WANDB_API_KEY, `wandb login` or api_key in web_logger['wandb'])"
+        try:
+            run = wandb.init(**settings)
+        except Exception as exc:
+            if _is_local(settings):
+                raise
+            settings["mode"] = "offline"  # e.g. no network: keep the run on disk rather than lose it
+            reason = f"W&B could not start an online run ({type(exc).__name__}: {first_line(exc)})"
+            if wandb.run is None:
+                wandb.teardown()  # the failed attempt still holds the run id in wandb's service
+            run = wandb.init(**settings)
+        if reason:
             folder = Path(run.dir).parent
             self.notify(
-                f"no API key found (WANDB_API_KEY, `wandb login` or api_key in web_logger['wandb']), so this run is "
-                f"logged offline to {folder}. Upload it later with: wandb sync {folder}"
+                f"{reason}, so this run is logged offline to {folder}. Upload it later with: wandb sync {folder}"
             )
         run.define_metric("step")
         run.define_metric("*", step_metric="step")  # every chart's x axis is the optimizer step

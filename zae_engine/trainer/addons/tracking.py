@@ -205,7 +205,7 @@ class TrackerAddonBase(AddOnBase):
         except Exception as exc:
             self._failed = True
             warnings.warn(
-                f"{self.display_name}: {what} failed ({type(exc).__name__}: {_first_line(exc)}). "
+                f"{self.display_name}: {what} failed ({type(exc).__name__}: {first_line(exc)}). "
                 "Tracking is off for the rest of this run; training continues",
                 TrackerWarning,
                 stacklevel=2,
@@ -244,7 +244,7 @@ class TrackerAddonBase(AddOnBase):
             )
 
 
-def _first_line(exc: Exception) -> str:
+def first_line(exc: Exception) -> str:
     """The first line of an error that says something (client errors can be whole colourful pages)."""
     for line in _ANSI.sub("", str(exc)).splitlines():
         line = line.strip()
