@@ -123,13 +123,21 @@ def test_addons_show_known_and_unknown():
     assert "unknown add-on 'state_manger' (did you mean 'state_manager'?)" in unknown.stderr
 
 
-def test_schema_is_json_schema_of_the_spec():
+def test_schema_is_json_schema_that_accepts_the_examples_and_knows_add_on_keys():
+    import jsonschema
+    import yaml
+
     result = zae("schema")
     assert result.returncode == 0
     schema = json.loads(result.stdout)
-    assert {"trainer", "device", "model", "optimizer", "scheduler", "data", "addons", "run"} == set(
-        schema["properties"]
-    )
+    sections = {"trainer", "device", "model", "optimizer", "scheduler", "data", "addons", "run"}
+    assert sections == set(schema["properties"])
+    jsonschema.Draft202012Validator.check_schema(schema)
+    validator = jsonschema.Draft202012Validator(schema)
+    for example in [*(ROOT / "examples" / "specs").glob("*.yaml"), ROOT / "zae_engine" / "demo" / "quickstart.yaml"]:
+        assert not list(validator.iter_errors(yaml.safe_load(example.read_text()))), example
+    typo = yaml.safe_load(TINY) | {"addons": [{"name": "state_manager", "save_pth": "x"}]}
+    assert any("'save_pth' was unexpected" in error.message for error in validator.iter_errors(typo))
 
 
 def test_validate_accepts_a_good_spec(tiny):

@@ -241,9 +241,17 @@ def test_example_specs_validate(example, monkeypatch):
 
 
 def test_schema_describes_every_section():
-    schema = spec_json_schema(["state_manager"])
+    from zae_engine.registry import all_addon_fields
+
+    schema = spec_json_schema({"state_manager": all_addon_fields()["state_manager"]})
     assert set(schema["properties"]) == set(RunSpec.model_fields)
     assert set(schema["required"]) == {"trainer", "model", "data", "run"}
     trainer_args = schema["$defs"]["TrainerArgs"]["properties"]
     assert {"gradient_clip", "precision", "mode"} <= set(trainer_args)
-    assert schema["$defs"]["AddOnEntry"]["properties"]["name"]["examples"] == ["state_manager"]
+    entry = schema["$defs"]["AddOnEntry"]
+    assert entry["properties"]["name"]["examples"] == ["state_manager"]
+    (rule,) = entry["allOf"]
+    assert rule["if"]["properties"]["name"] == {"const": "state_manager"}
+    assert rule["then"]["additionalProperties"] is False
+    assert rule["then"]["properties"]["save_path"]["type"] == "string"
+    assert "default" in rule["then"]["properties"]["save_path"]["description"]

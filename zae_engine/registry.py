@@ -28,7 +28,17 @@ from zae_engine.errors import ConfigError, did_you_mean
 if TYPE_CHECKING:
     from zae_engine.trainer.addons.base import AddOnBase
 
-__all__ = ["GROUP", "AddOnError", "AddOnInfo", "addon_fields", "addon_names", "find_info", "get_addon", "list_addons"]
+__all__ = [
+    "GROUP",
+    "AddOnError",
+    "AddOnInfo",
+    "addon_fields",
+    "addon_names",
+    "all_addon_fields",
+    "find_info",
+    "get_addon",
+    "list_addons",
+]
 
 GROUP = "zae_engine.addons"
 JSON_KEYS = ("name", "description", "distribution", "version", "status", "error")
@@ -222,6 +232,19 @@ def get_addon(name: str) -> type[AddOnBase]:
         raise AddOnError(f"{where} is {info.status}: {info.error}", reason=info.error or "")
     _LOADED[name] = obj
     return obj
+
+
+def all_addon_fields() -> dict[str, tuple[FieldInfo, ...] | None]:
+    """Config fields of every usable add-on, read from source (for the spec's JSON Schema)."""
+    fields = {}
+    for info in list_addons():
+        if info.ok:
+            module_name, _, attr = info.value.partition(":")
+            try:
+                fields[info.name] = read_addon_class(module_name.strip(), attr.strip()).fields
+            except SourceProblem:
+                fields[info.name] = None
+    return fields
 
 
 def addon_fields(name: str) -> tuple[AddOnInfo, tuple[FieldInfo, ...] | None]:
