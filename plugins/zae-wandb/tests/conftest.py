@@ -155,7 +155,8 @@ def wb() -> SimpleNamespace:
     )
 
 
-SPEC = {"trainer": {"class_path": "tests.TinyTrainer"}, "run": {"n_epoch": 2, "seed": 0}}
+# the long note makes the config record span several 32 KiB blocks: FIRST/MIDDLE/LAST chunks get read too
+SPEC = {"trainer": {"class_path": "tests.TinyTrainer"}, "run": {"n_epoch": 2, "seed": 0}, "notes": "spec " * 20_000}
 
 
 @pytest.fixture(scope="session")

@@ -70,6 +70,7 @@ def test_wandb_config_holds_trainer_addon_and_spec_settings(trained):
     assert config["optimizer"]["class"] == "torch.optim.sgd.SGD" and config["optimizer"]["lr"] == 0.1
     assert config["model"] == {"class": "torch.nn.modules.linear.Linear", "parameters": 22}
     assert config["spec"] == trained.trainer.run_spec
+    assert trained.runs[0].path.stat().st_size > 3 * 32 * 1024  # so records crossed block boundaries
 
 
 def test_wandb_marks_a_failed_run(wb, wandb_home):
