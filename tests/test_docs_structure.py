@@ -217,3 +217,13 @@ def test_guides_document_every_cli_command_and_option():
         text = path.read_text(encoding="utf-8")
         missing = sorted(item for item in wanted if item not in text)
         assert not missing, f"guide.{lang}.md does not mention: {missing}"
+
+
+def test_relative_links_point_at_files():
+    pages = [*GUIDES.values(), ROOT / "examples" / "README.md", ROOT / "examples" / "custom_addon" / "README.md"]
+    for page in pages:
+        text = page.read_text(encoding="utf-8")
+        for target in re.findall(r"\]\(([^)#\s]+)(?:#[^)]*)?\)", text):
+            if target.startswith(("http://", "https://", "mailto:")):
+                continue
+            assert (page.parent / target).exists(), f"{page.relative_to(ROOT)}: link to missing '{target}'"
