@@ -318,3 +318,13 @@ def test_run_under_torchrun_with_one_process(tiny):
     result = zae("run", str(tiny()), "--nproc-per-node", "1")
     assert result.returncode == 0, result.stderr
     assert "done: 1 epoch(s)" in result.stdout
+
+
+def test_addons_show_import_reads_the_config_from_the_class():
+    from typer.testing import CliRunner
+
+    from zae_engine.cli.app import app
+
+    result = CliRunner().invoke(app, ["addons", "show", "state_manager", "--import"], env={"COLUMNS": "200"})
+    assert result.exit_code == 0, result.output
+    assert "save_path" in result.output and "'./checkpoints'" in result.output
