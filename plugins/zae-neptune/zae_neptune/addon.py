@@ -31,7 +31,7 @@ class NeptuneLoggerAddon(TrackerAddonBase):
 
     def _explicit_run_id(self) -> str | None:
         settings = self.settings()
-        return settings.get("custom_run_id") or settings.get("with_id")
+        return settings.get("custom_run_id") or settings.get("with_id") or os.environ.get("NEPTUNE_CUSTOM_RUN_ID")
 
     def _client_open(self, settings: dict[str, Any], continuing: bool) -> Any:
         import neptune

@@ -31,7 +31,7 @@ class WandBLoggerAddon(TrackerAddonBase):
     Config = WandBLoggerConfig
 
     def _explicit_run_id(self) -> str | None:
-        return self.settings().get("id")
+        return self.settings().get("id") or os.environ.get("WANDB_RUN_ID")
 
     def _client_open(self, settings: dict[str, Any], continuing: bool) -> Any:
         import wandb
