@@ -260,7 +260,8 @@ def test_debug_shows_the_traceback(tiny):
     assert "Traceback (most recent call last)" in result.stderr and "run.n_epoch" in result.stderr
 
 
-def test_ctrl_c_stops_after_the_step_and_exits_130(tmp_path):
+@pytest.mark.parametrize(("sig", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_a_signal_stops_after_the_step_and_exits_128_plus_signal(tmp_path, sig, code):
     (tmp_path / "slow.py").write_text(
         textwrap.dedent(
             """
@@ -286,12 +287,12 @@ def test_ctrl_c_stops_after_the_step_and_exits_130(tmp_path):
         for line in process.stdout:
             if line.startswith("epoch 1/1000"):
                 break
-        process.send_signal(signal.SIGINT)
+        process.send_signal(sig)
         stdout, stderr = process.communicate(timeout=120)
     finally:
         process.kill()
-    assert process.returncode == 130, stderr
-    assert "interrupted: training stopped by SIGINT" in stderr
+    assert process.returncode == code, stderr
+    assert f"interrupted: training stopped by {sig.name}" in stderr
     assert "stopped: " in stdout and "Traceback" not in stderr
 
 

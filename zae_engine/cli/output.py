@@ -17,7 +17,8 @@ out = Console(highlight=False, soft_wrap=True)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
 
 EXIT_ERROR = 1
-EXIT_INTERRUPTED = 130
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, as shells report Ctrl-C
+EXIT_TERMINATED = 143  # 128 + SIGTERM: a scheduler (e.g. Slurm, Kubernetes) stopped the run
 
 
 class _State:
@@ -36,7 +37,7 @@ def report(label: str, style: str, message: str) -> None:
 
 @contextmanager
 def handled() -> Iterator[None]:
-    """Exit 1 with one readable message on any error, 130 on Ctrl-C; the traceback only with --debug."""
+    """Exit 1 with one readable message on any error, 130 on Ctrl-C (143 on SIGTERM); tracebacks only with --debug."""
     try:
         yield
     except typer.Exit:
@@ -45,7 +46,9 @@ def handled() -> Iterator[None]:
         if state.debug:
             traceback.print_exc()
         report("interrupted", "yellow", str(exc) or "Ctrl-C")
-        raise typer.Exit(EXIT_INTERRUPTED) from None
+        raise typer.Exit(
+            EXIT_TERMINATED if getattr(exc, "signal_name", "") == "SIGTERM" else EXIT_INTERRUPTED
+        ) from None
     except ZaeError as exc:
         if state.debug:
             traceback.print_exc()
