@@ -1,25 +1,29 @@
 """DDP scaling on CPU: samples/s of 1 process vs 2 gloo processes, hand-written torch DDP loop vs MultiGPUAddon.
 
-    python -m benchmarks.ddp_scaling                  # 3 rounds, each: all four configurations in turn
-    python -m benchmarks.ddp_scaling --rounds 5 --steps 30
+    python -m benchmarks.ddp_scaling                  # 6 alternating rounds per configuration
+    python -m benchmarks.ddp_scaling --rounds 10 --steps 30
+    python -m benchmarks.ddp_scaling --separate       # the add-on also spawns its own workers (noisier, slower)
     python -m benchmarks.ddp_scaling --quick          # only to see that it runs
 
-Workload: an MLP 512-1024-1024-10, cross-entropy, SGD, batch 512 per process, one torch thread per process.
-Every configuration iterates a DataLoader over an in-memory TensorDataset (a DistributedSampler under DDP), so
-each process runs `--steps` steps per epoch. Throughput is `processes x 512 / median step time`, where a step
-time is the wall time between two consecutive optimizer steps (data loading, forward, backward, all-reduce,
-update, and for the add-on everything the trainer does per batch) in the epochs after the first (warm-up).
-The hand-written loop takes its times itself (rank 0); the add-on run takes them with a tiny add-on on rank 0
-that returns them in the epoch summary. Medians, not means, because the machine may be shared: a burst of
-someone else's work hits a few steps, not the median. Process start-up and epoch ends are outside both.
+Workload: an MLP 512-1024-1024-10, cross-entropy, SGD, batch 512 per process, one torch thread per process,
+a DataLoader over an in-memory TensorDataset (with a DistributedSampler under DDP), `--steps` steps per epoch
+and process. Throughput = processes x 512 / median step time; a step time is the wall time between two
+consecutive optimizer steps (data loading, forward, backward, all-reduce, update, and for the add-on all the
+trainer does per batch). Process start-up, first (warm-up) epochs and epoch ends are outside the timing.
 
-Reported per round and as the median over rounds: samples/s of each configuration, the scaling ratio
-(2 processes / 1 process) of each, and the add-on's scaling relative to the hand-written loop's.
+How it measures (default): for each configuration (1 process, 2 gloo processes) the processes are started once,
+and then alternate, epoch by epoch, between the hand-written loop and the trainer with `MultiGPUAddon` (which
+joins the running process group, exactly as under torchrun: same DDP wrapping, sharding and loop as in its
+spawned workers). A busy machine thus slows both alike, and the ratio of the two scalings stays meaningful
+even when the absolute numbers move. `--separate` instead runs each contender in its own processes, one after
+the other, with the add-on spawning its own workers as `trainer.run()` does.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
 import os
 import statistics
 from time import perf_counter
@@ -51,58 +55,37 @@ def make_dataset(steps: int, world: int) -> TensorDataset:
     return TensorDataset(torch.randn(n, 512, generator=g), torch.randint(0, 10, (n,), generator=g))
 
 
-# ---------------------------------------------------------------------- hand-written
-def hand_written_epochs(model: nn.Module, loader: DataLoader, sampler, epochs: int) -> list[float]:
-    """Seconds between consecutive optimizer steps, epochs after the first (warm-up) only."""
-    optimizer = torch.optim.SGD(model.parameters(), lr=LR)
-    loss_fn = nn.CrossEntropyLoss()
-    steps = []
-    for epoch in range(epochs):
-        if sampler is not None:
-            sampler.set_epoch(epoch)
-        last = None
-        for x, y in loader:
-            optimizer.zero_grad(set_to_none=True)
-            loss_fn(model(x), y).backward()
-            optimizer.step()
+# ---------------------------------------------------------------------- the hand-written loop
+class HandWritten:
+    """Plain PyTorch: DDP (when distributed), DistributedSampler with set_epoch, zero_grad/forward/backward/step."""
+
+    def __init__(self, dataset: TensorDataset) -> None:
+        distributed = dist.is_initialized()
+        model = make_model()
+        self.model = DistributedDataParallel(model) if distributed else model
+        self.sampler = DistributedSampler(dataset) if distributed else None
+        self.loader = DataLoader(dataset, batch_size=BATCH, sampler=self.sampler, shuffle=self.sampler is None)
+        self.optimizer = torch.optim.SGD(self.model.parameters(), lr=LR)
+        self.loss_fn = nn.CrossEntropyLoss()
+        self.epoch = 0
+
+    def epoch_step_times(self) -> list[float]:
+        self.epoch += 1
+        if self.sampler is not None:
+            self.sampler.set_epoch(self.epoch)
+        times, last = [], None
+        for x, y in self.loader:
+            self.optimizer.zero_grad(set_to_none=True)
+            self.loss_fn(self.model(x), y).backward()
+            self.optimizer.step()
             now = perf_counter()
-            if last is not None and epoch > 0:
-                steps.append(now - last)
+            if last is not None:
+                times.append(now - last)
             last = now
-    return steps
+        return times
 
 
-def hand_written_single(steps: int, epochs: int) -> float:
-    loader = DataLoader(make_dataset(steps, 1), batch_size=BATCH, shuffle=True)
-    return BATCH / statistics.median(hand_written_epochs(make_model(), loader, None, epochs))
-
-
-def _hand_written_rank(rank: int, port: int, steps: int, epochs: int, results) -> None:
-    torch.set_num_threads(1)
-    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2)
-    dataset = make_dataset(steps, 2)
-    sampler = DistributedSampler(dataset, num_replicas=2, rank=rank, shuffle=True)
-    loader = DataLoader(dataset, batch_size=BATCH, sampler=sampler)
-    model = DistributedDataParallel(make_model())
-    durations = hand_written_epochs(model, loader, sampler, epochs)
-    dist.destroy_process_group()
-    results.put((rank, durations))
-
-
-def hand_written_ddp(steps: int, epochs: int) -> float:
-    context = mp.get_context("spawn")
-    results = context.Queue()
-    port = free_port()
-    workers = [context.Process(target=_hand_written_rank, args=(r, port, steps, epochs, results)) for r in (0, 1)]
-    for worker in workers:
-        worker.start()
-    per_rank = dict(results.get() for _ in workers)
-    for worker in workers:
-        worker.join()
-    return 2 * BATCH / statistics.median(per_rank[0])  # DDP's all-reduce keeps the ranks in step
-
-
-# ---------------------------------------------------------------------- MultiGPUAddon
+# ---------------------------------------------------------------------- the trainer with MultiGPUAddon
 class StepTimer(AddOnBase):
     """Seconds between consecutive optimizer steps, written into the epoch summary (it comes back in `history`)."""
 
@@ -133,63 +116,106 @@ class MLPTrainer(Trainer.add_on(MultiGPUAddon, StepTimer)):
         return self.train_step(batch)
 
 
-def addon_run(steps: int, epochs: int, world: int) -> float:
+def make_trainer(devices: list[str]) -> MLPTrainer:
     model = make_model()
-    devices = ["cpu"] * world
-    trainer = MLPTrainer(
-        model,
-        devices,
-        "train",
-        torch.optim.SGD(model.parameters(), lr=LR),
-        log_bar=False,
-        threads_per_worker=1,
-        init_method="tcp://127.0.0.1:0",
+    optimizer = torch.optim.SGD(model.parameters(), lr=LR)
+    return MLPTrainer(
+        model, devices, "train", optimizer, log_bar=False, threads_per_worker=1, init_method="tcp://127.0.0.1:0"
     )
-    import contextlib
-    import io
 
-    with contextlib.redirect_stdout(io.StringIO()):  # the single-process run prints its epoch lines here
-        trainer.run(epochs, DataLoader(make_dataset(steps, world), batch_size=BATCH, shuffle=True))
-    steps = [t for h in trainer.history[1:] for t in h["time/steps_s"]]
-    return world * BATCH / statistics.median(steps)
+
+# ---------------------------------------------------------------------- interleaved (default)
+def _interleaved_rank(rank: int, world: int, port: int, steps: int, rounds: int, results) -> None:
+    torch.set_num_threads(1)
+    if world > 1:
+        dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
+    dataset = make_dataset(steps, world)
+    hand = HandWritten(dataset)
+    trainer = make_trainer(["cpu"])
+    loader = DataLoader(dataset, batch_size=BATCH, shuffle=True)  # the add-on shards it
+    times: dict[str, list[float]] = {"hand": [], "addon": []}
+    with contextlib.redirect_stdout(io.StringIO()):  # the trainer's epoch lines
+        for round_ in range(rounds + 1):  # round 0 warms both up
+            hand_times = hand.epoch_step_times()
+            trainer.run(1, loader)
+            if round_:
+                times["hand"] += hand_times
+                times["addon"] += trainer.history[-1]["time/steps_s"]
+    if world > 1:
+        dist.destroy_process_group()
+    if rank == 0:
+        results.put(times)
+
+
+def interleaved(world: int, steps: int, rounds: int) -> dict[str, float]:
+    context = mp.get_context("spawn")
+    results = context.Queue()
+    port = free_port()
+    workers = [
+        context.Process(target=_interleaved_rank, args=(r, world, port, steps, rounds, results)) for r in range(world)
+    ]
+    for worker in workers:
+        worker.start()
+    times = results.get()
+    for worker in workers:
+        worker.join()
+    return {name: world * BATCH / statistics.median(values) for name, values in times.items()}
+
+
+# ---------------------------------------------------------------------- separate (--separate)
+def _hand_rank(rank: int, world: int, port: int, steps: int, rounds: int, results) -> None:
+    torch.set_num_threads(1)
+    if world > 1:
+        dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
+    hand = HandWritten(make_dataset(steps, world))
+    hand.epoch_step_times()  # warm-up
+    times = [t for _ in range(rounds) for t in hand.epoch_step_times()]
+    if world > 1:
+        dist.destroy_process_group()
+    if rank == 0:
+        results.put(times)
+
+
+def separate(world: int, steps: int, rounds: int) -> dict[str, float]:
+    context = mp.get_context("spawn")
+    results = context.Queue()
+    port = free_port()
+    workers = [context.Process(target=_hand_rank, args=(r, world, port, steps, rounds, results)) for r in range(world)]
+    for worker in workers:
+        worker.start()
+    hand = results.get()
+    for worker in workers:
+        worker.join()
+    trainer = make_trainer(["cpu"] * world)  # world 2: trainer.run() spawns its two workers
+    with contextlib.redirect_stdout(io.StringIO()):
+        trainer.run(rounds + 1, DataLoader(make_dataset(steps, world), batch_size=BATCH, shuffle=True))
+    addon = [t for h in trainer.history[1:] for t in h["time/steps_s"]]
+    return {"hand": world * BATCH / statistics.median(hand), "addon": world * BATCH / statistics.median(addon)}
 
 
 # ---------------------------------------------------------------------- main
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=20, help="steps per epoch and process")
-    parser.add_argument("--epochs", type=int, default=4, help="epochs per run; the first is warm-up")
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=6, help="timed epochs per contender and configuration")
+    parser.add_argument("--separate", action="store_true", help="run the contenders one after the other")
     parser.add_argument("--quick", action="store_true")
     args = parser.parse_args()
     if args.quick:
-        args.steps, args.epochs, args.rounds = 3, 2, 1
+        args.steps, args.rounds = 4, 1
     torch.set_num_threads(1)
     os.environ.setdefault("OMP_NUM_THREADS", "1")
-    print(f"MLP 512-1024-1024-10, batch {BATCH}/process, {args.steps} steps/epoch/process, 1 thread/process, gloo")
-    rows = []
-    for round_ in range(1, args.rounds + 1):
-        row = {
-            "hand 1p": hand_written_single(args.steps, args.epochs),
-            "hand 2p": hand_written_ddp(args.steps, args.epochs),
-            "addon 1p": addon_run(args.steps, args.epochs, 1),
-            "addon 2p": addon_run(args.steps, args.epochs, 2),
-        }
-        row["hand x"] = row["hand 2p"] / row["hand 1p"]
-        row["addon x"] = row["addon 2p"] / row["addon 1p"]
-        row["addon/hand"] = row["addon x"] / row["hand x"]
-        rows.append(row)
-        print(
-            f"round {round_}: "
-            + "  ".join(f"{k} {v:,.2f}" if "x" in k or "/" in k else f"{k} {v:,.0f}/s" for k, v in row.items())
-        )
-    median = {k: statistics.median(r[k] for r in rows) for k in rows[0]}
+    measure = separate if args.separate else interleaved
     print(
-        f"\nmedian over {len(rows)} round(s): samples/s hand-written {median['hand 1p']:,.0f} -> "
-        f"{median['hand 2p']:,.0f}, MultiGPUAddon {median['addon 1p']:,.0f} -> {median['addon 2p']:,.0f}"
+        f"MLP 512-1024-1024-10, batch {BATCH}/process, {args.steps} steps/epoch/process, {args.rounds} timed epochs, "
+        f"1 thread/process, gloo, {'separate' if args.separate else 'interleaved'} runs"
     )
-    print(f"scaling 1 -> 2 processes: hand-written DDP {median['hand x']:.3f}x, MultiGPUAddon {median['addon x']:.3f}x")
-    print(f"add-on scaling / hand-written scaling: {median['addon/hand']:.3f} (target >= 0.97)")
+    one, two = measure(1, args.steps, args.rounds), measure(2, args.steps, args.rounds)
+    hand_x, addon_x = two["hand"] / one["hand"], two["addon"] / one["addon"]
+    print(f"samples/s  hand-written DDP: 1 process {one['hand']:,.0f}, 2 processes {two['hand']:,.0f}")
+    print(f"samples/s  MultiGPUAddon:    1 process {one['addon']:,.0f}, 2 processes {two['addon']:,.0f}")
+    print(f"scaling 1 -> 2 processes: hand-written DDP {hand_x:.3f}x, MultiGPUAddon {addon_x:.3f}x")
+    print(f"add-on scaling / hand-written scaling: {addon_x / hand_x:.3f} (target >= 0.97)")
 
 
 if __name__ == "__main__":
