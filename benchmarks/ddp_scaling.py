@@ -1,7 +1,7 @@
 """DDP scaling on CPU: samples/s of 1 process vs 2 gloo processes, hand-written torch DDP loop vs MultiGPUAddon.
 
-    python -m benchmarks.ddp_scaling                  # 6 alternating rounds per configuration
-    python -m benchmarks.ddp_scaling --rounds 10 --steps 30
+    python -m benchmarks.ddp_scaling                  # 4 alternating turns of 3 epochs per configuration
+    python -m benchmarks.ddp_scaling --rounds 8 --steps 30
     python -m benchmarks.ddp_scaling --separate       # the add-on also spawns its own workers (noisier, slower)
     python -m benchmarks.ddp_scaling --quick          # only to see that it runs
 
@@ -12,10 +12,11 @@ consecutive optimizer steps (data loading, forward, backward, all-reduce, update
 trainer does per batch). Process start-up, first (warm-up) epochs and epoch ends are outside the timing.
 
 How it measures (default): for each configuration (1 process, 2 gloo processes) the processes are started once,
-and then alternate, epoch by epoch, between the hand-written loop and the trainer with `MultiGPUAddon` (which
-joins the running process group, exactly as under torchrun: same DDP wrapping, sharding and loop as in its
-spawned workers). A busy machine thus slows both alike, and the ratio of the two scalings stays meaningful
-even when the absolute numbers move. `--separate` instead runs each contender in its own processes, one after
+and then take turns of `--turn` epochs between the hand-written loop and the trainer with `MultiGPUAddon`
+(one `run(turn)` call, which joins the running process group exactly as under torchrun: same DDP wrapping,
+sharding and loop as in its spawned workers). A busy machine thus slows both alike, and the ratio of the two
+scalings stays meaningful even when the absolute numbers move. (Turns of one epoch would put a freshly built
+DDP under the add-on every epoch: its first iterations rebuild buckets and log, which a real run pays once.) `--separate` instead runs each contender in its own processes, one after
 the other, with the add-on spawning its own workers as `trainer.run()` does.
 """
 
@@ -125,7 +126,7 @@ def make_trainer(devices: list[str]) -> MLPTrainer:
 
 
 # ---------------------------------------------------------------------- interleaved (default)
-def _interleaved_rank(rank: int, world: int, port: int, steps: int, rounds: int, results) -> None:
+def _interleaved_rank(rank: int, world: int, port: int, steps: int, rounds: int, turn: int, results) -> None:
     torch.set_num_threads(1)
     if world > 1:
         dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
@@ -136,23 +137,24 @@ def _interleaved_rank(rank: int, world: int, port: int, steps: int, rounds: int,
     times: dict[str, list[float]] = {"hand": [], "addon": []}
     with contextlib.redirect_stdout(io.StringIO()):  # the trainer's epoch lines
         for round_ in range(rounds + 1):  # round 0 warms both up
-            hand_times = hand.epoch_step_times()
-            trainer.run(1, loader)
+            hand_times = [t for _ in range(turn) for t in hand.epoch_step_times()]
+            trainer.run(turn, loader)
             if round_:
                 times["hand"] += hand_times
-                times["addon"] += trainer.history[-1]["time/steps_s"]
+                times["addon"] += [t for epoch in trainer.history[-turn:] for t in epoch["time/steps_s"]]
     if world > 1:
         dist.destroy_process_group()
     if rank == 0:
         results.put(times)
 
 
-def interleaved(world: int, steps: int, rounds: int) -> dict[str, float]:
+def interleaved(world: int, steps: int, rounds: int, turn: int) -> dict[str, float]:
     context = mp.get_context("spawn")
     results = context.Queue()
     port = free_port()
     workers = [
-        context.Process(target=_interleaved_rank, args=(r, world, port, steps, rounds, results)) for r in range(world)
+        context.Process(target=_interleaved_rank, args=(r, world, port, steps, rounds, turn, results))
+        for r in range(world)
     ]
     for worker in workers:
         worker.start()
@@ -176,11 +178,12 @@ def _hand_rank(rank: int, world: int, port: int, steps: int, rounds: int, result
         results.put(times)
 
 
-def separate(world: int, steps: int, rounds: int) -> dict[str, float]:
+def separate(world: int, steps: int, rounds: int, turn: int) -> dict[str, float]:
     context = mp.get_context("spawn")
     results = context.Queue()
     port = free_port()
-    workers = [context.Process(target=_hand_rank, args=(r, world, port, steps, rounds, results)) for r in range(world)]
+    epochs = rounds * turn
+    workers = [context.Process(target=_hand_rank, args=(r, world, port, steps, epochs, results)) for r in range(world)]
     for worker in workers:
         worker.start()
     hand = results.get()
@@ -188,7 +191,7 @@ def separate(world: int, steps: int, rounds: int) -> dict[str, float]:
         worker.join()
     trainer = make_trainer(["cpu"] * world)  # world 2: trainer.run() spawns its two workers
     with contextlib.redirect_stdout(io.StringIO()):
-        trainer.run(rounds + 1, DataLoader(make_dataset(steps, world), batch_size=BATCH, shuffle=True))
+        trainer.run(epochs + 1, DataLoader(make_dataset(steps, world), batch_size=BATCH, shuffle=True))
     addon = [t for h in trainer.history[1:] for t in h["time/steps_s"]]
     return {"hand": world * BATCH / statistics.median(hand), "addon": world * BATCH / statistics.median(addon)}
 
@@ -197,20 +200,22 @@ def separate(world: int, steps: int, rounds: int) -> dict[str, float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=20, help="steps per epoch and process")
-    parser.add_argument("--rounds", type=int, default=6, help="timed epochs per contender and configuration")
+    parser.add_argument("--rounds", type=int, default=4, help="timed turns per contender and configuration")
+    parser.add_argument("--turn", type=int, default=3, help="epochs per turn")
     parser.add_argument("--separate", action="store_true", help="run the contenders one after the other")
     parser.add_argument("--quick", action="store_true")
     args = parser.parse_args()
     if args.quick:
-        args.steps, args.rounds = 4, 1
+        args.steps, args.rounds, args.turn = 4, 1, 1
     torch.set_num_threads(1)
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     measure = separate if args.separate else interleaved
     print(
-        f"MLP 512-1024-1024-10, batch {BATCH}/process, {args.steps} steps/epoch/process, {args.rounds} timed epochs, "
+        f"MLP 512-1024-1024-10, batch {BATCH}/process, {args.steps} steps/epoch/process, "
+        f"{args.rounds} timed turns of {args.turn} epochs, "
         f"1 thread/process, gloo, {'separate' if args.separate else 'interleaved'} runs"
     )
-    one, two = measure(1, args.steps, args.rounds), measure(2, args.steps, args.rounds)
+    one, two = (measure(world, args.steps, args.rounds, args.turn) for world in (1, 2))
     hand_x, addon_x = two["hand"] / one["hand"], two["addon"] / one["addon"]
     print(f"samples/s  hand-written DDP: 1 process {one['hand']:,.0f}, 2 processes {two['hand']:,.0f}")
     print(f"samples/s  MultiGPUAddon:    1 process {one['addon']:,.0f}, 2 processes {two['addon']:,.0f}")
