@@ -29,7 +29,7 @@ def test_one_checkpoint_with_unwrapped_keys_that_a_single_process_loads(tmp_path
         save_top_k=0,
         keep_last=1,
     )
-    loader = DataLoader(make_dataset(), batch_size=16, shuffle=True)
+    loader = DataLoader(make_dataset(), batch_size=16, shuffle=True, num_workers=1)  # loader workers inside DDP ones
     trainer.run(2, loader, DataLoader(make_dataset(64, seed=1), batch_size=32))
 
     folders = sorted(p.name for p in save_path.iterdir() if p.is_dir())

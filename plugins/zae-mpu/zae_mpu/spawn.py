@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import ctypes
 import functools
+import multiprocessing
 import os
 import pickle
 import signal
@@ -153,6 +154,9 @@ def _signals_as_interrupts() -> Iterator[None]:
 # ---------------------------------------------------------------------- inside a worker
 def _worker_main(rank: int, payload: bytes, plan: SpawnPlan, lifeline: Any) -> None:
     _die_with_launcher(lifeline)
+    # multiprocessing made our start method this process's default; DataLoader workers should start as they would
+    # in a fresh interpreter (fork on Linux before 3.14), not re-import torch through a server or a spawn
+    multiprocessing.set_start_method(None, force=True)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the launcher owns Ctrl-C and stops us with SIGTERM
     torch.set_num_threads(plan.threads)
     folder = Path(plan.folder)
