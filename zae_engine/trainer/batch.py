@@ -14,9 +14,16 @@ def move_to_device(batch: Any, device: torch.device, non_blocking: bool = False)
     """
     kind = type(batch)
     if kind is torch.Tensor:
-        return batch.to(device, non_blocking=non_blocking)
-    if kind is list or kind is tuple:
-        return kind(move_to_device(item, device, non_blocking) for item in batch)
+        return batch if batch.device == device else batch.to(device, non_blocking=non_blocking)
+    if kind is list or kind is tuple:  # the common (x, y): tensors handled inline, without a call per item
+        return kind(
+            [
+                (item if item.device == device else item.to(device, non_blocking=non_blocking))
+                if type(item) is torch.Tensor
+                else move_to_device(item, device, non_blocking)
+                for item in batch
+            ]
+        )
     if kind is dict:
         return {key: move_to_device(value, device, non_blocking) for key, value in batch.items()}
     if isinstance(batch, torch.Tensor):  # tensor subclasses (e.g. nn.Parameter)

@@ -1,8 +1,9 @@
 """Per-step results of one epoch, kept on the device until somebody reads them.
 
-Writing a step costs one small device copy per scalar key and never synchronises with the host;
-reading (the epoch summary, a progress refresh, `log_train`) does, at a bounded rate.
-Memory: 4 bytes per step per scalar key, reused across epochs.
+Writing a step appends each value (detached) to a short list and never synchronises with the host; every
+`_FLUSH_EVERY` steps, and before any read, each scalar key's list becomes one `torch.stack` copied into a
+reused float32 buffer. Reading (the epoch summary, a progress refresh, `log_train`) syncs, at a bounded rate.
+Memory: 4 bytes per step per scalar key, plus at most `_FLUSH_EVERY` pending values per key.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from typing import Any
 import torch
 
 _INITIAL_CAPACITY = 1024
+_FLUSH_EVERY = 256  # steps kept as separate tensors before one stack copies them into the buffer
 
 
 class StepLog:
@@ -21,84 +23,111 @@ class StepLog:
     def __init__(self, device: torch.device) -> None:
         self.device = device
         self.count = 0
-        self._capacity = _INITIAL_CAPACITY
-        self._buffers: dict[str, torch.Tensor] = {}  # scalar key -> 1-D float32 buffer (reused)
-        self._slots: dict[str, Any] = {}  # key -> its buffer, or a list for non-scalar values
+        self._flushed = 0  # steps already copied into the buffers
+        self._buffers: dict[str, torch.Tensor] = {}  # scalar key -> 1-D float32 buffer (reused across epochs)
+        self._columns: dict[str, list] = {}  # scalar key -> values since the last flush; other keys -> all values
+        self._scalar: set[str] = set()
 
     def reset(self) -> None:
-        self.count = 0
-        self._slots = {}
+        self.count = self._flushed = 0
+        self._columns = {}
+        self._scalar = set()
 
     def append(self, result: dict[str, Any]) -> None:
-        n = self.count
-        if n == self._capacity:
-            self._grow()
-        slots = self._slots
+        columns = self._columns
         for key, value in result.items():
-            slot = slots.get(key)
-            if slot is None:
-                slot = self._open_slot(key, value)
-            if slot.__class__ is list:
-                slot.append(value.detach() if isinstance(value, torch.Tensor) else value)
-            elif isinstance(value, torch.Tensor):
-                slot[n] = value.detach()
-            else:
-                slot[n] = value
-        self.count = n + 1
+            column = columns.get(key)
+            if column is None:
+                column = self._open_column(key, value)
+            column.append(value.detach() if isinstance(value, torch.Tensor) else value)
+        self.count += 1
+        if len(result) != len(columns):  # a key seen before is missing from this step
+            self._pad_missing()
+        if self.count - self._flushed >= _FLUSH_EVERY:
+            self._flush()
 
-    def _open_slot(self, key: str, value: Any) -> Any:
-        is_scalar = (isinstance(value, torch.Tensor) and value.dim() == 0) or isinstance(value, (int, float))
-        if not is_scalar or isinstance(value, bool):
-            slot: Any = []
-        else:
-            slot = self._buffers.get(key)
-            if slot is None or slot.numel() != self._capacity:
-                slot = torch.zeros(self._capacity, dtype=torch.float32, device=self.device)
-                self._buffers[key] = slot
-            if self.count:  # a key that appears mid-epoch: earlier steps read as NaN, not 0
-                slot[: self.count] = math.nan
-        self._slots[key] = slot
-        return slot
+    def _open_column(self, key: str, value: Any) -> list:
+        scalar = (isinstance(value, torch.Tensor) and value.dim() == 0) or isinstance(value, (int, float))
+        column: list = []
+        if scalar and not isinstance(value, bool):
+            self._scalar.add(key)
+            # a key that appears mid-epoch: earlier steps read as NaN, not 0
+            column.extend([math.nan] * (self.count - self._flushed))
+            if self._flushed:
+                self._buffer(key)[: self._flushed] = math.nan
+        self._columns[key] = column
+        return column
 
-    def _grow(self) -> None:
-        self._capacity *= 2
-        for key, old in list(self._buffers.items()):
-            new = torch.empty(self._capacity, dtype=old.dtype, device=old.device)
-            new[: old.numel()] = old
-            self._buffers[key] = new
-            if self._slots.get(key) is old:
-                self._slots[key] = new
+    def _pad_missing(self) -> None:
+        pending = self.count - self._flushed
+        for key in self._scalar:
+            column = self._columns[key]
+            if len(column) < pending:
+                column.append(math.nan)
+
+    def _buffer(self, key: str) -> torch.Tensor:
+        """The key's buffer, grown (doubling) to hold `count` steps."""
+        buffer = self._buffers.get(key)
+        if buffer is None or buffer.numel() < self.count:
+            capacity = max(_INITIAL_CAPACITY, 1 << (self.count - 1).bit_length())
+            grown = torch.full((capacity,), math.nan, dtype=torch.float32, device=self.device)
+            if buffer is not None and self._flushed:
+                grown[: self._flushed] = buffer[: self._flushed]
+            self._buffers[key] = buffer = grown
+        return buffer
+
+    def _flush(self) -> None:
+        start, end = self._flushed, self.count
+        if end == start:
+            return
+        for key in self._scalar:
+            column = self._columns[key]
+            self._buffer(key)[start:end] = _stack(column, self.device)
+            column.clear()
+        self._flushed = end
 
     def scalar_keys(self) -> list[str]:
-        return [k for k, v in self._slots.items() if v.__class__ is not list]
+        return [k for k in self._columns if k in self._scalar]
 
     def means(self) -> dict[str, float]:
         """Epoch means of scalar results (and of one-element tensors), with one host sync."""
         n = self.count
         if n == 0:
             return {}
+        self._flush()
         keys = self.scalar_keys()
         out: dict[str, float] = {}
         if keys:
-            sums = torch.stack([self._slots[k][:n].sum(dtype=torch.float64) for k in keys])
+            sums = torch.stack([self._buffers[k][:n].sum(dtype=torch.float64) for k in keys])
             out = {k: s / n for k, s in zip(keys, sums.tolist())}
-        for key, items in self._slots.items():
-            if items.__class__ is list and items and _all_single_numbers(items):
+        for key, items in self._columns.items():
+            if key not in self._scalar and items and _all_single_numbers(items):
                 out[key] = float(sum(float(v) for v in items) / len(items))
         return out
 
     def first_non_finite(self, key: str = "loss") -> int | None:
         """Index (0-based) of the first step whose `key` was NaN/Inf, or None."""
-        slot = self._slots.get(key)
-        if slot is None or slot.__class__ is list or self.count == 0:
+        if key not in self._scalar or self.count == 0:
             return None
-        bad = torch.nonzero(~torch.isfinite(slot[: self.count]))
+        self._flush()
+        bad = torch.nonzero(~torch.isfinite(self._buffers[key][: self.count]))
         return int(bad[0, 0]) if bad.numel() else None
 
     def as_lists(self) -> dict[str, list]:
         """Step values as plain Python lists (what `Trainer.log_train`/`log_test` show)."""
+        self._flush()
         n = self.count
-        return {k: (list(v) if v.__class__ is list else v[:n].tolist()) for k, v in self._slots.items()}
+        return {k: (self._buffers[k][:n].tolist() if k in self._scalar else list(v)) for k, v in self._columns.items()}
+
+
+def _stack(values: list, device: torch.device) -> torch.Tensor:
+    """One tensor of a column's pending values: a single stack when they are same-typed tensors on the device."""
+    if all(type(v) is float or type(v) is int for v in values):
+        return torch.tensor(values, dtype=torch.float32, device=device)
+    try:
+        return torch.stack(values)
+    except (TypeError, RuntimeError):  # Python numbers, NaN padding, mixed dtypes or devices
+        return torch.stack([torch.as_tensor(v, dtype=torch.float32, device=device).reshape(()) for v in values])
 
 
 def _all_single_numbers(items: list) -> bool:

@@ -43,6 +43,7 @@ from zae_engine.trainer.progress import ProgressChecker
 
 _PREFIX = {"train": "train/", "valid": "valid/", "test": "test/"}
 _AMP_DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+_NO_CONTEXT = nullcontext()  # reusable: the per-step path builds no context object when there is nothing to enter
 
 
 class TrainerMeta(ABCMeta):
@@ -368,8 +369,7 @@ class Trainer(ABC, metaclass=TrainerMeta):
 
     def _train_batch(self, batch: Any) -> dict[str, Any] | None:
         last_of_group = self._micro + 1 >= self._group
-        sync = nullcontext() if last_of_group else self._no_sync()
-        with sync:
+        with _NO_CONTEXT if last_of_group else self._no_sync():
             with self._autocast():
                 result = self.train_step(batch)
             try:
@@ -522,7 +522,7 @@ class Trainer(ABC, metaclass=TrainerMeta):
 
     def _autocast(self):
         if self._amp_dtype is None:
-            return nullcontext()
+            return _NO_CONTEXT
         return torch.autocast(self.device.type, dtype=self._amp_dtype)
 
     def _no_sync(self):
