@@ -36,3 +36,24 @@ def test_two_ranks_match_one_process_with_twice_the_batch(reference, batch_size,
     assert [h["step"] for h in history] == [h["step"] for h in ref_history] == [8, 16]
     for mine, theirs in zip(history, ref_history):  # epoch means are reduced over the ranks
         assert mine["train/loss"] == pytest.approx(theirs["train/loss"], rel=1e-5)
+
+
+def test_a_seeded_run_repeats_exactly_even_with_dropout_and_shuffling():
+    def seeded_run():
+        torch.manual_seed(11)
+        model = torch.nn.Sequential(torch.nn.Linear(10, 32), torch.nn.Dropout(0.5), torch.nn.Linear(32, 2))
+        trainer = DDPTrainer(
+            model,
+            ["cpu", "cpu"],
+            "train",
+            torch.optim.SGD(model.parameters(), lr=0.1),
+            log_bar=False,
+            threads_per_worker=1,
+        )
+        trainer.run(2, DataLoader(make_dataset(), batch_size=8, shuffle=True))
+        return model.state_dict(), trainer.history
+
+    (first, first_history), (second, second_history) = seeded_run(), seeded_run()
+    assert first_history == second_history
+    for key, value in first.items():
+        torch.testing.assert_close(second[key], value, rtol=0, atol=0)

@@ -30,6 +30,7 @@ import torch
 import torch.multiprocessing as mp
 
 from zae_engine.errors import ConfigError, TrainingInterrupted
+from zae_engine.seeding import seed_everything
 from zae_mpu.failures import RankFailedError, first_failure, rank_died_error, rank_failed_error, record_failure
 from zae_mpu.handback import TREE, read_state, write_state
 from zae_mpu.rank import RankPlan, run_rank
@@ -159,6 +160,7 @@ def _worker_main(rank: int, payload: bytes, plan: SpawnPlan, lifeline: Any) -> N
     multiprocessing.set_start_method(None, force=True)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the launcher owns Ctrl-C and stops us with SIGTERM
     torch.set_num_threads(plan.threads)
+    seed_everything(plan.seed + rank)  # reproducible, and different per rank (dropout, augmentation)
     folder = Path(plan.folder)
     try:
         trainer, loader, valid_loader = pickle.loads(payload)
