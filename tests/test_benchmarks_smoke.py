@@ -1,0 +1,40 @@
+"""The benchmark scripts run end to end for a handful of steps (no timing is asserted: numbers live in the README)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def run_benchmark(module: str, *args: str) -> dict:
+    done = subprocess.run(
+        [sys.executable, "-m", module, "--quick", *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def test_overhead_benchmark_runs_a_few_steps():
+    report = run_benchmark("benchmarks.overhead", "--workload", "tiny")
+    tiny = report["workloads"]["tiny"]
+    assert tiny["steps_per_round"] == 5
+    contenders = tiny["contenders"]
+    assert {"raw loop", "Trainer log_bar=False", "Trainer log_bar=True"} <= set(contenders)
+    assert contenders["raw loop"]["ratio"] == 1.0
+    for row in contenders.values():
+        assert "error" not in row, row
+        assert row["median_s_per_step"] > 0
+
+
+def test_memory_benchmark_runs_a_few_steps():
+    report = run_benchmark("benchmarks.memory")
+    assert [s["steps"] for s in report["scenarios"]] == [400, 400]
+    assert all(s["rss_end_mb"] > 0 for s in report["scenarios"])
