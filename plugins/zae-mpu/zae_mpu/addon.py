@@ -51,6 +51,7 @@ class MultiGPUAddon(AddOnBase):
     name = "mpu"
     description = "Data-parallel training on several devices with torch DDP (spawned workers or torchrun)."
     Config = MultiGPUConfig
+    supported_engine = ">=0.1,<0.2"  # uses Trainer.set_device and the checkpoint tree encoding of 0.1
 
     def __init__(self, trainer: Any, config: MultiGPUConfig) -> None:
         super().__init__(trainer, config)
