@@ -62,6 +62,7 @@ class MultiGPUAddon(AddOnBase):
             sampler.set_epoch(epoch)  # a different shuffle every epoch, the same on every rank
 
     def launch(self, n_epoch: int, loader: Iterable, valid_loader: Iterable | None = None) -> None:
+        """Where the run happens: in the process group torchrun made, in this process (one device), or in workers."""
         trainer = self.trainer
         if launched_by_torchrun() or dist.is_initialized():
             return run_rank(trainer, self._joined_plan(), n_epoch, loader, valid_loader)

@@ -50,10 +50,10 @@ def run_rank(trainer: Trainer, plan: RankPlan, n_epoch: int, loader: Iterable, v
     """Train on this rank; joins (and afterwards leaves) the process group unless one is already up."""
     owns_group = not dist.is_initialized()
     if owns_group:
-        options: dict[str, Any] = {"backend": plan.backend, "init_method": plan.init_method}
+        joining: dict[str, Any] = {"backend": plan.backend, "init_method": plan.init_method}
         if plan.init_method != "env://":
-            options.update(rank=plan.rank, world_size=plan.world_size)
-        dist.init_process_group(timeout=timedelta(seconds=plan.timeout_s), **options)
+            joining.update(rank=plan.rank, world_size=plan.world_size)
+        dist.init_process_group(timeout=timedelta(seconds=plan.timeout_s), **joining)
     addon = trainer.addon("mpu")
     user_model = trainer.model
     try:
@@ -66,12 +66,9 @@ def run_rank(trainer: Trainer, plan: RankPlan, n_epoch: int, loader: Iterable, v
             valid_loader, valid_sampler = shard_loader(valid_loader, rank, world, seed, "validation loader")
             addon.samplers = tuple(s for s in (train_sampler, valid_sampler) if s is not None)
         if _has_trainable_parameters(user_model):
-            trainer.model = DistributedDataParallel(
-                user_model,
-                device_ids=[plan.device.index] if plan.device.type == "cuda" else None,
-                find_unused_parameters=addon.config.find_unused_parameters,
-                **addon.config.ddp_options,
-            )
+            options = {"find_unused_parameters": addon.config.find_unused_parameters, **addon.config.ddp_options}
+            device_ids = [plan.device.index] if plan.device.type == "cuda" else None
+            trainer.model = DistributedDataParallel(user_model, device_ids=device_ids, **options)
         trainer.run_in_process(n_epoch, loader, valid_loader)
     finally:
         trainer.model = user_model  # the user's module again: usable after the process group is gone
