@@ -1,6 +1,6 @@
 """Memory over long runs: resident set size after 10k and after 200k tiny training steps.
 
-    python -m benchmarks.memory              # one 200k-step epoch, then 2000 epochs of 100 steps
+    python -m benchmarks.memory              # (or python benchmarks/memory.py) one 200k-step epoch, then 2000 epochs of 100 steps
     python -m benchmarks.memory --quick      # 100 / 400 steps: only checks it runs
 
 A trainer may keep per-step results for the epoch (4 bytes per step per scalar key) and one summary per
@@ -23,7 +23,10 @@ from rich.console import Console
 from rich.table import Table
 from torch.utils.data import DataLoader, RandomSampler
 
-from benchmarks.overhead import WORKLOADS, BenchTrainer, machine, make_optimizer
+try:
+    from benchmarks.overhead import WORKLOADS, BenchTrainer, machine, make_optimizer
+except ImportError:  # run by path (python benchmarks/memory.py): this folder is on sys.path
+    from overhead import WORKLOADS, BenchTrainer, machine, make_optimizer
 
 BUDGET_MB = 5.0
 

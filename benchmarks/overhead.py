@@ -1,8 +1,10 @@
 """Framework overhead: seconds per training step of the Trainer against a hand-written PyTorch loop.
 
-    python -m benchmarks.overhead                 # tiny and medium workloads, 7 rounds after 2 warm-up rounds
-    python -m benchmarks.overhead --workload tiny --rounds 9
+    python -m benchmarks.overhead                 # tiny and medium, 11 rounds after 2 warm-up rounds
+    python -m benchmarks.overhead --workload tiny --rounds 21
     python -m benchmarks.overhead --quick         # a few steps, only to see that it runs
+    python -m benchmarks.overhead --profile       # cProfile of a Trainer epoch on tiny
+    (python benchmarks/overhead.py ... works too)
 
 Every contender does the same work per step on the same data: iterate a DataLoader, zero_grad(set_to_none=True),
 forward, loss, backward, optimizer step. The Trainer contenders also keep the step's loss (on the device), as
@@ -20,10 +22,12 @@ Reported: the median seconds per step over the rounds, and the median of the per
 from __future__ import annotations
 
 import argparse
+import cProfile
 import gc
 import json
 import os
 import platform
+import pstats
 import statistics
 import sys
 import tempfile
@@ -324,14 +328,34 @@ def print_table(console: Console, title: str, results: dict[str, dict[str, Any]]
     console.print(table)
 
 
+def profile(steps: int) -> int:
+    """The functions that take the time in a Trainer epoch on `tiny`, and the share of zae-engine's own frames."""
+    torch.set_num_threads(1)
+    workload = WORKLOADS["tiny"]
+    loader = DataLoader(workload.dataset(steps), batch_size=workload.batch_size)
+    model = workload.model()
+    trainer = BenchTrainer(model, "cpu", "train", make_optimizer(model), log_bar=False)
+    trainer.run(1, loader)  # warm-up
+    profiler = cProfile.Profile()
+    profiler.runcall(trainer.run, 1, loader)
+    stats = pstats.Stats(profiler)
+    own = sum(row[2] for func, row in stats.stats.items() if os.sep + "zae_engine" + os.sep in func[0])
+    stats.sort_stats("tottime").print_stats(20)
+    print(f"zae_engine's own frames: {own / stats.total_tt:.1%} of the profiled time ({steps} steps)")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--workload", choices=[*WORKLOADS, "all"], default="all")
-    parser.add_argument("--rounds", type=int, default=7, help="timed rounds (the median is taken over them)")
+    parser.add_argument("--rounds", type=int, default=11, help="timed rounds (the median is taken over them)")
     parser.add_argument("--warmup", type=int, default=2, help="untimed rounds first")
     parser.add_argument("--steps", type=int, default=None, help="batches per round (default: per workload)")
     parser.add_argument("--quick", action="store_true", help="5 steps, 1 round, no warm-up: only checks it runs")
+    parser.add_argument("--profile", action="store_true", help="instead: cProfile the Trainer on one tiny epoch")
     args = parser.parse_args(argv)
+    if args.profile:
+        return profile(args.steps or WORKLOADS["tiny"].steps)
     if args.quick:
         args.rounds, args.warmup, args.steps = 1, 0, args.steps or 5
     if args.rounds < 1 or args.warmup < 0 or (args.steps is not None and args.steps < 1):
