@@ -310,7 +310,9 @@ def print_table(console: Console, title: str, results: dict[str, dict[str, Any]]
     table.add_column("ratio to raw", justify="right")
     table.add_column("ratio IQR", justify="right")
     table.add_column("CPU-time ratio", justify="right")
-    table.add_column("note")
+    noted = bool(skipped) or any("note" in row or "error" in row for row in results.values())
+    if noted:
+        table.add_column("note")
     for name, row in results.items():
         if "error" in row:
             table.add_row(name, "failed", "", "", "", row["error"])
@@ -321,7 +323,7 @@ def print_table(console: Console, title: str, results: dict[str, dict[str, Any]]
             f"{row['ratio']:.3f}x",
             f"{row['ratio_q1']:.3f}-{row['ratio_q3']:.3f}",
             f"{row['cpu_ratio']:.3f}x",
-            row.get("note", ""),
+            *([row.get("note", "")] if noted else []),
         )
     for name, why in skipped.items():
         table.add_row(name, "skipped", "", "", "", why)
