@@ -57,3 +57,10 @@ def test_a_seeded_run_repeats_exactly_even_with_dropout_and_shuffling():
     assert first_history == second_history
     for key, value in first.items():
         torch.testing.assert_close(second[key], value, rtol=0, atol=0)
+
+
+@pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs two CUDA devices")
+def test_two_gpus_with_nccl_match_one_process(reference):
+    weights, _, _ = train(DDPTrainer, ["cuda:0", "cuda:1"], B)
+    for key, value in reference[0].items():
+        torch.testing.assert_close(weights[key].cpu(), value.cpu(), rtol=1e-4, atol=1e-5)
