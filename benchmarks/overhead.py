@@ -1,6 +1,6 @@
 """Framework overhead: seconds per training step of the Trainer against a hand-written PyTorch loop.
 
-    python -m benchmarks.overhead                 # tiny and medium, 11 rounds after 2 warm-up rounds
+    python -m benchmarks.overhead                 # tiny and medium, 15 rounds after 2 warm-up rounds
     python -m benchmarks.overhead --workload tiny --rounds 21
     python -m benchmarks.overhead --quick         # a few steps, only to see that it runs
     python -m benchmarks.overhead --profile       # cProfile of a Trainer epoch on tiny
@@ -79,7 +79,7 @@ class Workload:
 
 WORKLOADS = {
     "tiny": Workload("tiny", (10, 2), batch_size=32, steps=1000),
-    "medium": Workload("medium", (512, 1024, 1024, 10), batch_size=128, steps=40),
+    "medium": Workload("medium", (512, 1024, 1024, 10), batch_size=128, steps=60),
 }
 
 
@@ -350,7 +350,7 @@ def profile(steps: int) -> int:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--workload", choices=[*WORKLOADS, "all"], default="all")
-    parser.add_argument("--rounds", type=int, default=11, help="timed rounds (the median is taken over them)")
+    parser.add_argument("--rounds", type=int, default=15, help="timed rounds (the median is taken over them)")
     parser.add_argument("--warmup", type=int, default=2, help="untimed rounds first")
     parser.add_argument("--steps", type=int, default=None, help="batches per round (default: per workload)")
     parser.add_argument("--quick", action="store_true", help="5 steps, 1 round, no warm-up: only checks it runs")

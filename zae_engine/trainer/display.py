@@ -7,7 +7,9 @@ from typing import Any
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-REFRESH_SECONDS = 0.2  # the bar is redrawn (and the running loss read from the device) at most this often
+# The bar is redrawn (and the running loss read from the device) at most this often. A rich redraw costs ~1.5 ms of
+# Python, so twice a second keeps it well under 1% of the loop (benchmarks/overhead.py).
+REFRESH_SECONDS = 0.5
 
 
 def format_summary(summary: dict[str, Any], n_epoch: int | None = None) -> str:
@@ -88,8 +90,7 @@ class BarDisplay(LineDisplay):
     def epoch_end(self, summary: dict[str, Any]) -> None:
         assert self.progress is not None
         self.progress.console.print(format_summary(summary, self.n_epoch), markup=False, soft_wrap=True)
-        self.progress.advance(self._epoch_task)
-        self.progress.refresh()
+        self.progress.advance(self._epoch_task)  # drawn by the next epoch's add_task or run_end (a redraw is ~1 ms)
 
     def run_end(self) -> None:
         if self.progress is not None:
