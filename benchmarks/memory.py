@@ -98,7 +98,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("need 0 < --mark < --steps, and --mark a multiple of --short-epoch")
 
     torch.set_num_threads(1)
-    console = Console(highlight=False)
+    console = Console(highlight=False, width=max(Console().width, 100))
     info = machine()
     console.print(
         "machine: {cpu}, {cores} cores; python {python}; torch {torch}; zae-engine {zae_engine}".format(**info)
