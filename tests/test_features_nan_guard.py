@@ -87,7 +87,7 @@ def test_off_lets_non_finite_losses_through():
 def test_raise_is_also_checked_at_progress_refreshes_mid_epoch(monkeypatch):
     import zae_engine.trainer.loop as loop
 
-    monkeypatch.setattr(loop, "REFRESH_SECONDS", 0.0)  # refresh after every batch instead of at most 5 times a second
+    monkeypatch.setattr(loop, "REFRESH_SECONDS", 0.0)  # refresh after every batch instead of at most twice a second
     trainer = make_trainer(PoisonAt)
     with pytest.raises(NonFiniteLossError, match=r"at epoch 2, batch 3\b"):
         trainer.run(2, batches(80, 8))

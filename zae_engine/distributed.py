@@ -49,14 +49,45 @@ def barrier() -> None:
         dist.barrier()
 
 
+def _collective_device(device: torch.device) -> torch.device:
+    """gloo reduces CPU tensors, nccl CUDA ones: small flags and metrics go where the backend wants them."""
+    return device if dist.get_backend() == "nccl" else torch.device("cpu")
+
+
 def all_reduce_mean(values: Mapping[str, float], device: torch.device) -> dict[str, float]:
     """Average scalar metrics over ranks with one collective; identity in a single process."""
     if not is_distributed() or not values:
         return dict(values)
     keys = sorted(values)
-    # gloo reduces CPU tensors, nccl CUDA ones: keep the tensor where the backend wants it.
-    where = device if dist.get_backend() == "nccl" else torch.device("cpu")
-    packed = torch.tensor([float(values[k]) for k in keys], dtype=torch.float64, device=where)
+    packed = torch.tensor([float(values[k]) for k in keys], dtype=torch.float64, device=_collective_device(device))
     dist.all_reduce(packed)
     packed /= dist.get_world_size()
     return dict(zip(keys, packed.tolist()))
+
+
+def _agree(flag: bool, device: torch.device, op: dist.ReduceOp) -> bool:
+    if not is_distributed():
+        return flag
+    packed = torch.tensor([int(flag)], dtype=torch.int32, device=_collective_device(device))
+    dist.all_reduce(packed, op=op)
+    return bool(packed.item())
+
+
+def any_rank(flag: bool, device: torch.device) -> bool:
+    """True on every rank when it is True on at least one: one all-reduce (MAX), no barrier."""
+    return _agree(flag, device, dist.ReduceOp.MAX)
+
+
+def every_rank(flag: bool, device: torch.device) -> bool:
+    """True on every rank only when it is True on all of them: one all-reduce (MIN)."""
+    return _agree(flag, device, dist.ReduceOp.MIN)
+
+
+def average_gradients(grads: list[torch.Tensor]) -> None:
+    """Mean of each gradient over ranks, in place (what DDP does, for backwards it did not sync)."""
+    if not is_distributed():
+        return
+    world = dist.get_world_size()
+    for grad in grads:
+        dist.all_reduce(grad)
+        grad.div_(world)

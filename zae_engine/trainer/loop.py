@@ -22,7 +22,7 @@ import torch
 from pydantic import ValidationError
 from torch import nn
 
-from zae_engine.distributed import all_reduce_mean, is_rank_zero
+from zae_engine.distributed import all_reduce_mean, average_gradients, every_rank, is_distributed, is_rank_zero
 from zae_engine.errors import (
     CompositionError,
     ConfigError,
@@ -415,11 +415,8 @@ class Trainer(ABC, metaclass=TrainerMeta):
     def _finish_partial_group(self) -> None:
         """Step on a group cut short: average over the batches it really had, synchronised across DDP ranks."""
         grads = [p.grad for p in self.model.parameters() if p.grad is not None]
-        if getattr(self.model, "no_sync", None) is not None and torch.distributed.is_initialized():
-            world = torch.distributed.get_world_size()  # the group's last backward ran under no_sync
-            for grad in grads:
-                torch.distributed.all_reduce(grad)
-                grad.div_(world)
+        if self._is_ddp():
+            average_gradients(grads)  # the group's last backward ran under no_sync
         if grads and self._micro != self._group:
             torch._foreach_mul_(grads, self._group / self._micro)
         self._optimizer_step()
@@ -435,13 +432,11 @@ class Trainer(ABC, metaclass=TrainerMeta):
 
     def _loss_is_finite(self, loss: torch.Tensor) -> bool:
         """nan_policy='skip' syncs here every step; under DDP all ranks skip together if any rank's loss is bad."""
-        finite = torch.isfinite(loss.detach()).all()
-        if getattr(self.model, "no_sync", None) is not None and torch.distributed.is_initialized():
-            nccl = torch.distributed.get_backend() == "nccl"
-            flag = finite.to(device=self.device if nccl else "cpu", dtype=torch.int32)
-            torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MIN)
-            return bool(flag)
-        return bool(finite)
+        finite = bool(torch.isfinite(loss.detach()).all())
+        return every_rank(finite, self.device) if self._is_ddp() else finite
+
+    def _is_ddp(self) -> bool:
+        return getattr(self.model, "no_sync", None) is not None and is_distributed()
 
     def _skip_step(self) -> None:
         """Drop the batch and the gradients its accumulation group gathered so far."""

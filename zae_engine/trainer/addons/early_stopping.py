@@ -9,11 +9,9 @@ from __future__ import annotations
 import math
 from typing import Any, Literal
 
-import torch
-import torch.distributed as dist
 from pydantic import Field, model_validator
 
-from zae_engine.distributed import is_distributed
+from zae_engine.distributed import any_rank
 from zae_engine.errors import ConfigError, did_you_mean
 from zae_engine.trainer.addons.base import AddOnBase, AddOnConfig
 
@@ -82,7 +80,7 @@ class EarlyStoppingAddon(AddOnBase):
         else:
             self.bad_epochs += 1
         wants_stop = self.bad_epochs >= self.config.patience
-        if _any_rank(wants_stop, self.trainer.device):
+        if any_rank(wants_stop, self.trainer.device):
             self.trainer.should_stop = True
             self.stopped_epoch = epoch
             self.reason = (
@@ -103,16 +101,6 @@ class EarlyStoppingAddon(AddOnBase):
         self.best = None if best is None else float(best)
         self.best_epoch = state.get("best_epoch")
         self.bad_epochs = int(state.get("bad_epochs", 0))
-
-
-def _any_rank(flag: bool, device: torch.device) -> bool:
-    """True on every rank when it is True on at least one: one all-reduce (MAX), no barrier."""
-    if not is_distributed():
-        return flag
-    where = device if dist.get_backend() == "nccl" else torch.device("cpu")
-    packed = torch.tensor([int(flag)], dtype=torch.int32, device=where)
-    dist.all_reduce(packed, op=dist.ReduceOp.MAX)
-    return bool(packed.item())
 
 
 def _shown(value: float | None) -> str:
