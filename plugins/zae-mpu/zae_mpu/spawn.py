@@ -163,6 +163,8 @@ def _worker_main(rank: int, payload: bytes, plan: SpawnPlan, lifeline: Any) -> N
     seed_everything(plan.seed + rank)  # reproducible, and different per rank (dropout, augmentation)
     folder = Path(plan.folder)
     try:
+        # the launcher pickled these in memory a moment ago and handed them over the process-start pipe, exactly as
+        # multiprocessing does with any argument; nothing here is read from disk (results go back as safetensors+JSON)
         trainer, loader, valid_loader = pickle.loads(payload)
         if trainer.scheduler is not None:
             _restore_step_tracking(trainer.optimizer)
