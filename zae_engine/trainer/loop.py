@@ -707,15 +707,11 @@ def _lent_method(addon: type[AddOnBase], method: str):
     return lent
 
 
-def _rebuild_composed(base: type[Trainer], new: tuple[type[AddOnBase], ...]) -> type[Trainer]:
-    return _compose(base, new)
-
-
 def _reduce_trainer_class(cls: type) -> Any:
     key = cls.__dict__.get("_composed_from")
     if key is None:
         return cls.__qualname__  # an importable class: pickled by reference as usual
-    return _rebuild_composed, key
+    return _compose, key  # unpickling composes the same class again (cached)
 
 
 copyreg.pickle(TrainerMeta, _reduce_trainer_class)
