@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from features_testing import assert_same_weights, batches, make_trainer
 
-from zae_engine.io import load_weights
+from zae_engine.checkpoint.weights import load_weights
 
 
 def test_compiled_model_trains_like_eager_and_saves_under_the_original_keys(tmp_path):

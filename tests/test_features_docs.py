@@ -25,7 +25,7 @@ def test_the_python_example_runs(capsys):
 
 def test_the_spec_example_validates_builds_and_trains(tmp_path, monkeypatch):
     from zae_engine.spec import load_spec
-    from zae_engine.spec_build import build_run, check_spec
+    from zae_engine.spec.build import build_run, check_spec
 
     (text,) = blocks("spec", "yaml")
     spec_file = tmp_path / "features.yaml"

@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from zae_engine.spec import RunSpec, load_spec, spec_json_schema
-from zae_engine.spec_build import build_run, check_spec
-from zae_engine.spec_source import SpecError
+from zae_engine.spec import RunSpec, SpecError, load_spec
+from zae_engine.spec.build import build_run, check_spec
+from zae_engine.spec.schema import spec_json_schema
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = sorted((ROOT / "examples" / "specs").glob("*.yaml"))

@@ -16,8 +16,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from zae_engine.checkpoint.atomic import atomic_path
 from zae_engine.errors import CheckpointError
-from zae_engine.io import atomic_path
 
 MANIFEST_NAME = "manifest.json"
 MANIFEST_FORMAT = "zae-engine checkpoint manifest"

@@ -15,6 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from zae_engine.checkpoint.atomic import fsync_dir
 from zae_engine.checkpoint.formats import (
     FILES,
     is_checkpoint_folder,
@@ -24,7 +25,6 @@ from zae_engine.checkpoint.formats import (
 )
 from zae_engine.checkpoint.manifest import MANIFEST_NAME, CheckpointEntry, read_manifest, write_manifest
 from zae_engine.errors import CheckpointError
-from zae_engine.io import fsync_dir
 
 TMP_PREFIX = ".tmp-"
 

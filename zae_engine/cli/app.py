@@ -83,7 +83,7 @@ def run(
 def schema() -> None:
     """Print the JSON Schema of run specs (for editors)."""
     from zae_engine.registry import all_addon_fields
-    from zae_engine.spec import schema_text
+    from zae_engine.spec.schema import schema_text
 
     print(schema_text(all_addon_fields()))
 

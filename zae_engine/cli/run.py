@@ -16,7 +16,7 @@ from zae_engine.cli.output import out, state
 def prepare(spec_path: Path, overrides: list[str]) -> Any:
     """Read, validate and check a spec (imports torch and the add-ons it names); returns the RunPlan."""
     from zae_engine.spec import load_spec
-    from zae_engine.spec_build import check_spec
+    from zae_engine.spec.build import check_spec
 
     spec, source = load_spec(spec_path, overrides)
     return check_spec(spec, source)
@@ -36,7 +36,7 @@ def run(spec_path: Path, overrides: list[str], launcher: LaunchOptions) -> None:
     if launcher.wanted:
         code = launch(launcher, str(spec_path), overrides, debug=state.debug)
         raise typer.Exit(code)
-    from zae_engine.spec_build import build_run
+    from zae_engine.spec.build import build_run
 
     plan = prepare(spec_path, overrides)
     built = build_run(plan)

@@ -22,6 +22,7 @@ import torch
 from pydantic import ValidationError
 from torch import nn
 
+from zae_engine.checkpoint.weights import apply_state_dict, load_weights, save_weights
 from zae_engine.distributed import all_reduce_mean, average_gradients, every_rank, is_distributed, is_rank_zero
 from zae_engine.errors import (
     CompositionError,
@@ -32,7 +33,6 @@ from zae_engine.errors import (
     did_you_mean,
     pydantic_message,
 )
-from zae_engine.io import apply_state_dict, load_weights, save_weights
 from zae_engine.trainer.addons.base import HOOKS, AddOnBase, check_composition, overrides
 from zae_engine.trainer.batch import move_to_device
 from zae_engine.trainer.config import TRAINER_FIELDS, TrainerConfig

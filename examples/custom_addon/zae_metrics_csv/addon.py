@@ -13,8 +13,8 @@ from typing import Any
 
 from pydantic import Field
 
+from zae_engine.checkpoint.atomic import atomic_path
 from zae_engine.distributed import is_rank_zero
-from zae_engine.io import atomic_path
 from zae_engine.trainer.addons.base import AddOnBase, AddOnConfig
 
 

@@ -22,8 +22,8 @@ from pydantic import ValidationError
 
 from zae_engine.errors import CompositionError, ConfigError, did_you_mean
 from zae_engine.registry import AddOnError, get_addon
-from zae_engine.spec import Component, LoaderSpec, RunSpec, problems_from_pydantic
-from zae_engine.spec_source import FieldPath, Problem, SpecSource, dotted
+from zae_engine.spec.models import Component, LoaderSpec, RunSpec, problems_from_pydantic
+from zae_engine.spec.source import FieldPath, Problem, SpecSource, dotted
 
 
 @dataclass

@@ -14,19 +14,18 @@ run: {n_epoch: 10, seed: 0}
 ```
 
 This module imports neither torch nor any add-on, so `zae schema` stays fast. Checking that class paths import
-and that add-on fields fit their `Config` is `spec_build`'s job.
+and that add-on fields fit their `Config` is `zae_engine.spec.build`'s job.
 """
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any, Literal, Union, get_args, get_origin
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, ValidationError
 
 from zae_engine.errors import did_you_mean
-from zae_engine.spec_source import FieldPath, Problem, SpecError, SpecSource, apply_overrides, read_spec
+from zae_engine.spec.source import FieldPath, Problem, SpecError, SpecSource, apply_overrides, read_spec
 from zae_engine.trainer.config import TrainerConfig
 
 CLASS_PATH = r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*(:[A-Za-z_]\w*(\.[A-Za-z_]\w*)*)?$"
@@ -189,49 +188,6 @@ def _model_of(annotation: Any) -> Any:
     return None
 
 
-def spec_json_schema(addon_fields: dict[str, list[Any] | None] | None = None) -> dict[str, Any]:
-    """The JSON Schema editors use to check and complete spec files.
-
-    `addon_fields` maps each installed add-on name to its Config fields (`addon_source.FieldInfo`, read from source;
-    None when unreadable): every add-on entry then gets its own keys, descriptions and simple types.
-    """
-    schema = RunSpec.model_json_schema()
-    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
-    schema["title"] = "zae-engine run spec"
-    if addon_fields:
-        entry = schema["$defs"]["AddOnEntry"]
-        entry["properties"]["name"]["examples"] = sorted(addon_fields)
-        entry["allOf"] = [
-            _addon_rule(name, fields) for name, fields in sorted(addon_fields.items()) if fields is not None
-        ]
-    return schema
-
-
-_JSON_TYPES = {"str": "string", "int": "integer", "float": "number", "bool": "boolean", "dict": "object"}
-
-
-def _addon_rule(name: str, fields: list[Any]) -> dict[str, Any]:
-    """`if name is X then only X's Config keys` for one add-on."""
-    properties: dict[str, Any] = {"name": {"const": name}}
-    for field in fields:
-        prop: dict[str, Any] = {"description": field.description} if field.description else {}
-        json_type = _JSON_TYPES.get(field.type.split("[")[0].strip())
-        if json_type and "|" not in field.type and "Optional" not in field.type:  # unions stay untyped
-            prop["type"] = json_type
-        if not field.required:
-            prop["description"] = f"{prop.get('description', '')} (default: {field.default})".strip()
-        properties[field.name] = prop
-    required = [field.name for field in fields if field.required]
-    then: dict[str, Any] = {"properties": properties, "additionalProperties": False}
-    if required:
-        then["required"] = required
-    return {"if": {"properties": {"name": {"const": name}}, "required": ["name"]}, "then": then}
-
-
-def schema_text(addon_fields: dict[str, list[Any] | None] | None = None) -> str:
-    return json.dumps(spec_json_schema(addon_fields), indent=2)
-
-
 __all__ = [
     "AddOnEntry",
     "Component",
@@ -245,5 +201,4 @@ __all__ = [
     "TrainerSpec",
     "load_spec",
     "validate_spec",
-    "spec_json_schema",
 ]
