@@ -62,8 +62,7 @@ def weights(trainer: Any) -> dict[str, torch.Tensor]:
 class RankLocalScore(AddOnBase):
     """Writes a per-rank score into the summary after the reduction: ranks would disagree without a reduced decision."""
 
-    name = "rank_local_score"
-    hook_order = -20  # adds a summary key, so it must run before early stopping (-10) reads it
+    name = "rank_local_score"  # same phase as early stopping, attached before it: adds the key it then reads
 
     def on_epoch_end(self, epoch: int, summary: dict) -> None:
         scripts = {0: [5.0, 4.0, 3.0, 2.0, 1.0], 1: [1.0, 1.0, 1.0, 1.0, 1.0]}  # rank 1 stalls from epoch 2

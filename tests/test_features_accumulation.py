@@ -34,8 +34,8 @@ def test_accumulation_is_not_the_same_as_stepping_every_batch():
 class StepCounter(AddOnBase):
     name = "step_counter"
 
-    def __init__(self, trainer, config):
-        super().__init__(trainer, config)
+    def __init__(self, **options):
+        super().__init__(**options)
         self.steps = 0
         self.logged: list[dict] = []
 

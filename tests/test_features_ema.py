@@ -18,8 +18,8 @@ class WeightRecorder(AddOnBase):
 
     name = "weight_recorder"
 
-    def __init__(self, trainer, config):
-        super().__init__(trainer, config)
+    def __init__(self, **options):
+        super().__init__(**options)
         self.initial = None
         self.after_step: list[dict[str, torch.Tensor]] = []
 

@@ -67,7 +67,8 @@ def test_valid_spec_builds_a_ready_trainer(spec_file, tmp_path):
     plan = check_spec(spec, source)
     built = build_run(plan)
     trainer = built.trainer
-    assert type(trainer).__name__ == "ToyTrainerWithStateManagerAddon"
+    assert type(trainer).__name__ == "ToyTrainer"  # one entry, one add-on instance: the class stays the user's
+    assert [type(a).__name__ for a in trainer.addons.values()] == ["StateManagerAddon"]
     assert trainer.gradient_clip == 1.0
     assert trainer.optimizer.param_groups[0]["params"] == list(trainer.model.parameters())  # injected
     assert trainer.scheduler.optimizer is trainer.optimizer  # injected
@@ -241,9 +242,10 @@ def test_example_specs_validate(example, monkeypatch):
 
 
 def test_schema_describes_every_section():
-    from zae_engine.registry import all_addon_fields
+    from zae_engine.registry import addon_config
 
-    schema = spec_json_schema({"state_manager": all_addon_fields()["state_manager"]})
+    config = addon_config("state_manager")
+    schema = spec_json_schema({"state_manager": config})
     assert set(schema["properties"]) == set(RunSpec.model_fields)
     assert set(schema["required"]) == {"trainer", "model", "data", "run"}
     trainer_args = schema["$defs"]["TrainerArgs"]["properties"]
@@ -252,6 +254,10 @@ def test_schema_describes_every_section():
     assert entry["properties"]["name"]["examples"] == ["state_manager"]
     (rule,) = entry["allOf"]
     assert rule["if"]["properties"]["name"] == {"const": "state_manager"}
-    assert rule["then"]["additionalProperties"] is False
-    assert rule["then"]["properties"]["save_path"]["type"] == "string"
-    assert "default" in rule["then"]["properties"]["save_path"]["description"]
+    own = schema["$defs"][rule["then"]["$ref"].rsplit("/", 1)[1]]
+    assert own["additionalProperties"] is False and own["properties"]["name"] == {"const": "state_manager"}
+    # every option is described exactly as the add-on's Config describes it: enums, bounds, defaults
+    for key, prop in config.model_json_schema()["properties"].items():
+        assert own["properties"][key] == prop, key
+    assert own["properties"]["save_format"]["enum"] == ["ckpt", "safetensors"]
+    assert own["properties"]["save_top_k"]["minimum"] == -1

@@ -63,8 +63,7 @@ class CrashTrainer(Trainer):
 class EpochStamp(AddOnBase):
     """Writes the finished epoch into the model just before the state manager saves it."""
 
-    name = "epoch_stamp"
-    hook_order = -10  # before the state manager's epoch-end save
+    name = "epoch_stamp"  # phase "update" (the default): runs before the state manager's epoch-end save
 
     def on_epoch_end(self, epoch, summary):
         if self.trainer.mode == "train":

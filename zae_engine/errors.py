@@ -39,6 +39,10 @@ def pydantic_message(owner: str, error: object) -> str:
     return "\n".join(lines)
 
 
+class AddOnWarning(UserWarning):
+    """An add-on failed where failing must not stop anything else (e.g. one of several teardowns)."""
+
+
 class StepResultError(ZaeError, TypeError):
     """`train_step`/`test_step` returned something the loop cannot use."""
 

@@ -1,12 +1,14 @@
 """`zae addons list` and `zae addons show`: what is installed, and what each add-on takes.
 
-Both read metadata and source text only (see `zae_engine.registry`), so they start fast and a broken plugin
-shows up as a row, not as a crash. `--check` / `--import` opt into importing.
+`list` reads metadata (and the torch-free Config modules add-ons register), so it starts fast and a broken plugin
+shows up as a row, not as a crash; `--check` opts into importing every add-on. `show` prints the add-on's real
+pydantic Config: the same types, enums, bounds, defaults and descriptions that validate its options.
 """
 
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import typer
 from rich.table import Table
@@ -38,16 +40,9 @@ def list_command(
     if not infos:
         out.print("no add-ons installed (the entry-point group zae_engine.addons is empty)")
         return
-    caption = None if check else "status read from metadata and source; `zae addons list --check` also imports each"
-    table = Table(
-        "name",
-        "description",
-        "provided by",
-        "status",
-        title="zae-engine add-ons",
-        title_justify="left",
-        caption=caption,
-    )
+    caption = None if check else "status read from metadata; `zae addons list --check` also imports each add-on"
+    table = Table("name", "description", "provided by", "status", title="zae-engine add-ons", title_justify="left")
+    table.caption = caption
     for info in infos:
         status = info.status if info.ok else f"{info.status}: {info.error}"
         table.add_row(info.name, info.description, info.provider, f"[{_STYLE[info.status]}]{status}[/]")
@@ -58,55 +53,57 @@ def list_command(
 @command
 def show_command(
     name: str = typer.Argument(..., help="Registry name, e.g. state_manager."),
-    do_import: bool = typer.Option(
-        False,
-        "--import",
-        help="Import the add-on and read its Config from the class (for Configs the source reader cannot follow).",
-    ),
+    as_json: bool = typer.Option(False, "--json", help="Print the options' JSON Schema (the Config's own)."),
 ) -> None:
-    """An add-on's options: the fields of its Config (name, type, default, description)."""
-    from zae_engine.registry import AddOnError, addon_fields, get_addon
+    """An add-on's options: name, type, default and description of every field of its Config."""
+    from zae_engine.registry import AddOnError, addon_config, find_info
 
     try:
-        info, fields = addon_fields(name)
+        info = find_info(name)
+        config = addon_config(name)
     except AddOnError as exc:
         report("error", "bold red", str(exc))
         raise typer.Exit(EXIT_ERROR) from None
-    if do_import:
-        fields = _imported_fields(get_addon(name))
+    schema = config.model_json_schema()
+    if as_json:
+        print(json.dumps(schema, indent=2))
+        return
     out.print(f"[bold]{info.name}[/] — {info.description}", soft_wrap=True)
     out.print(f"provided by {info.provider} ({info.value})", markup=False)
-    status = info.status if info.ok else f"{info.status}: {info.error}"
-    out.print(f"status: [{_STYLE[info.status]}]{status}[/]")
-    if fields is None:
-        if info.ok:
-            out.print(f"its Config could not be read from the source; `zae addons show {name} --import` imports it")
-        return
-    if not fields:
+    out.print(f"status: [{_STYLE[info.status]}]{info.status if info.ok else f'{info.status}: {info.error}'}[/]")
+    properties: dict[str, Any] = schema.get("properties", {})
+    if not properties:
         out.print("options: none")
         return
-    table = Table(
-        "option",
-        "type",
-        "default",
-        "description",
-        title=f"options (spec: `- {{name: {name}, ...}}`)",
-        title_justify="left",
-    )
-    for field in fields:
-        table.add_row(field.name, field.type, "(required)" if field.required else field.default, field.description)
+    required = set(schema.get("required", ()))
+    table = Table("option", "type", "default", "description", title=f"options (spec: `- {{name: {name}, ...}}`)")
+    table.title_justify = "left"
+    for field, prop in properties.items():
+        default = "(required)" if field in required else json.dumps(prop.get("default"))
+        table.add_row(field, type_text(prop), default, prop.get("description", ""))
     out.print(table)
 
 
-def _imported_fields(addon: type) -> tuple:
-    from pydantic_core import PydanticUndefined
-
-    from zae_engine.addon_source import FieldInfo
-
-    rows = []
-    for field_name, field in addon.Config.model_fields.items():
-        required = field.is_required()
-        default = "" if required else repr(field.default if field.default is not PydanticUndefined else "factory")
-        annotation = getattr(field.annotation, "__name__", None) or str(field.annotation).replace("typing.", "")
-        rows.append(FieldInfo(field_name, annotation, default, field.description or "", required))
-    return tuple(rows)
+def type_text(prop: dict[str, Any]) -> str:
+    """A JSON Schema property as a short type: `'ckpt' | 'safetensors'`, `integer ≥ -1`, `string | null`."""
+    if "enum" in prop:
+        text = " | ".join(json.dumps(v) for v in prop["enum"])
+    elif "const" in prop:
+        text = json.dumps(prop["const"])
+    elif "anyOf" in prop:
+        text = " | ".join(type_text(p) for p in prop["anyOf"])
+    elif "$ref" in prop:
+        text = prop["$ref"].rsplit("/", 1)[-1]
+    elif prop.get("type") == "array":
+        text = f"list[{type_text(prop.get('items', {}))}]"
+    elif prop.get("type") == "object":
+        values = prop.get("additionalProperties")
+        text = f"dict[str, {type_text(values)}]" if isinstance(values, dict) and values else "dict"
+    else:
+        text = str(prop.get("type", "any"))
+    bounds = [
+        f"{symbol} {prop[key]}"
+        for key, symbol in (("minimum", "≥"), ("exclusiveMinimum", ">"), ("maximum", "≤"), ("exclusiveMaximum", "<"))
+        if key in prop
+    ]
+    return f"{text} {', '.join(bounds)}" if bounds else text

@@ -82,10 +82,10 @@ def run(
 @command
 def schema() -> None:
     """Print the JSON Schema of run specs (for editors)."""
-    from zae_engine.registry import all_addon_fields
+    from zae_engine.registry import addon_configs
     from zae_engine.spec.schema import schema_text
 
-    print(schema_text(all_addon_fields()))
+    print(schema_text(addon_configs()))
 
 
 __all__ = ["app", "out"]

@@ -84,7 +84,7 @@ def summary(trainer: Any, seconds: float, stopped: bool = False) -> str:
 
 
 def _ran_elsewhere(trainer: Any) -> bool:
-    return any(addon.launch is not None for addon in trainer.addons.values())
+    return trainer.launcher is not None
 
 
 def _rank_zero() -> bool:

@@ -1,10 +1,10 @@
 """From a validated spec to a ready trainer: `check_spec` (what `zae validate` does) and `build_run` (`zae run`).
 
 `check_spec` imports every class path, checks `init_args` against each constructor's signature, loads the add-ons
-named in the spec and validates their fields with their own `Config`, and composes the trainer class: everything
-short of building objects. `build_run` then seeds, builds model, optimizer (given the model's parameters),
-scheduler (given the optimizer), datasets, loaders and the trainer. Both report through `SpecSource`, so each
-problem names the file, line and field.
+named in the spec and validates each entry's options with that add-on's own `Config`, and checks that the add-ons
+can share a trainer: everything short of building objects. `build_run` then seeds, builds model, optimizer (given
+the model's parameters), scheduler (given the optimizer), datasets, loaders, one add-on instance per entry and
+the trainer. Both report through `SpecSource`, so each problem names the file, line and field.
 """
 
 from __future__ import annotations
@@ -22,8 +22,10 @@ from pydantic import ValidationError
 
 from zae_engine.errors import CompositionError, ConfigError, did_you_mean
 from zae_engine.registry import AddOnError, get_addon
-from zae_engine.spec.models import Component, LoaderSpec, RunSpec, problems_from_pydantic
+from zae_engine.spec.models import AddOnEntry, Component, LoaderSpec, RunSpec, problems_from_pydantic
 from zae_engine.spec.source import FieldPath, Problem, SpecSource, dotted
+from zae_engine.trainer.addons.base import AddOnBase, LauncherAddon
+from zae_engine.trainer.compose import check_class_set
 
 
 @dataclass
@@ -34,12 +36,16 @@ class RunPlan:
     source: SpecSource
     trainer_class: type
     classes: dict[FieldPath, Any] = field(default_factory=dict)  # component path -> resolved class/callable
-    addon_kwargs: dict[str, Any] = field(default_factory=dict)
+    addons: list[tuple[type, dict[str, Any]]] = field(default_factory=list)  # one (class, options) per entry
 
     @property
     def run_spec(self) -> dict[str, Any]:
         """The resolved spec as plain data for trackers; `${SECRET}` fields keep their placeholder."""
         data = self.spec.model_dump(mode="json")
+        for entry in data.get("addons", []):  # an entry names its add-on one way: leave out the other
+            for key in ("name", "class_path"):
+                if entry.get(key) is None:
+                    entry.pop(key, None)
         for path, template in self.source.env_templates.items():
             _put(data, path, template)
         return data
@@ -178,7 +184,7 @@ def check_spec(spec: RunSpec, source: SpecSource) -> RunPlan:
     unknown = [
         Problem(("addons", i, "name"), unknown_message(e.name))
         for i, e in enumerate(spec.addons)
-        if e.name not in installed
+        if e.name is not None and e.name not in installed
     ]
     if unknown:
         raise source.error(unknown)
@@ -214,13 +220,9 @@ def check_spec(spec: RunSpec, source: SpecSource) -> RunPlan:
         _check_call(target, injected, component.init_args, source, path)
         plan.classes[path] = target
 
-    addon_classes = _check_addons(spec, source, plan)
-    try:
-        plan.trainer_class = trainer_class.add_on(*addon_classes) if addon_classes else trainer_class
-    except CompositionError as exc:
-        raise source.fail(("addons",), str(exc)) from None
+    plan.addons = _check_addons(spec, source)
     devices = spec.device if isinstance(spec.device, list) else [spec.device]
-    if len(devices) > 1 and not any(a.launch is not None for a in addon_classes):
+    if len(devices) > 1 and not any(issubclass(cls, LauncherAddon) for cls, _ in plan.addons):
         raise source.fail(
             ("device",), f"{len(devices)} devices need a launcher add-on: add `- {{name: mpu}}` under addons"
         )
@@ -231,59 +233,57 @@ def _loaders(spec: RunSpec) -> list[tuple[str, LoaderSpec]]:
     return [(name, loader) for name, loader in (("train", spec.data.train), ("valid", spec.data.valid)) if loader]
 
 
-def _check_addons(spec: RunSpec, source: SpecSource, plan: RunPlan) -> list[type]:
-    classes: list[type] = []
-    seen: dict[str, int] = {}
+def _check_addons(spec: RunSpec, source: SpecSource) -> list[tuple[type, dict[str, Any]]]:
+    """Each entry: its add-on class and options, validated by that add-on's Config; then the set as a whole."""
+    found: list[tuple[type, dict[str, Any]]] = []
+    first_line: dict[str, int] = {}
     problems: list[Problem] = []
-    owners: dict[str, int] = {}
     for index, entry in enumerate(spec.addons):
         path: FieldPath = ("addons", index)
-        if entry.name in seen:
-            problems.append(
-                Problem((*path, "name"), f"add-on '{entry.name}' is already listed as addons[{seen[entry.name]}]")
-            )
-            continue
-        seen[entry.name] = index
         try:
-            addon = get_addon(entry.name)
+            addon = _addon_class(entry, source, path)
         except AddOnError as exc:
             problems.append(Problem((*path, "name"), str(exc)))
             continue
+        if addon.name in first_line:
+            earlier = first_line[addon.name]
+            problems.append(
+                Problem(
+                    path,
+                    f"add-on '{addon.name}' is listed twice: here and as addons[{earlier}] "
+                    f"({source.where(('addons', earlier))}); one entry makes one add-on, so merge them",
+                )
+            )
+            continue
+        first_line[addon.name] = index
         try:
-            addon.Config(**entry.options)  # checked here to point at the spec; the trainer builds its own
+            addon.Config(**entry.options)
         except ValidationError as exc:
-            owner = f"add-on '{entry.name}'"
-            problems += problems_from_pydantic(exc, entry.options, addon.Config, path, owner=owner)
+            problems += problems_from_pydantic(exc, entry.options, addon.Config, path, owner=addon.label())
             continue
         except Exception as exc:  # a Config validator raising something other than ValueError
-            problems.append(Problem(path, f"add-on '{entry.name}': {type(exc).__name__}: {exc}"))
+            problems.append(Problem(path, f"{addon.label()}: {type(exc).__name__}: {exc}"))
             continue
-        classes.append(addon)
-        for key, value in entry.options.items():
-            if key in plan.addon_kwargs and plan.addon_kwargs[key] != value:
-                merged = _merge_shared(plan.addon_kwargs[key], value)
-                if merged is None:
-                    problems.append(
-                        Problem(
-                            (*path, key),
-                            f"'{key}' is shared with addons[{owners[key]}] and must have one value; "
-                            "write the same value in both entries",
-                        )
-                    )
-                    continue
-                value = merged
-            plan.addon_kwargs[key] = value
-            owners.setdefault(key, index)
+        found.append((addon, entry.options))
     if problems:
         raise source.error(problems)
-    return classes
+    try:
+        check_class_set([cls for cls, _ in found], "the spec's addons")
+    except CompositionError as exc:
+        raise source.fail(("addons",), str(exc)) from None
+    return found
 
 
-def _merge_shared(old: Any, new: Any) -> Any:
-    """Two entries may both give a shared dict keyword (web_logger: {wandb: ..} and {neptune: ..}): merge them."""
-    if isinstance(old, dict) and isinstance(new, dict) and all(old[k] == new[k] for k in old.keys() & new.keys()):
-        return {**old, **new}
-    return None
+def _addon_class(entry: AddOnEntry, source: SpecSource, path: FieldPath) -> type:
+    if entry.name is not None:
+        return get_addon(entry.name)
+    add_import_roots(source.path)
+    addon = resolve(str(entry.class_path), source, (*path, "class_path"))
+    if not (isinstance(addon, type) and issubclass(addon, AddOnBase)):
+        raise source.fail((*path, "class_path"), f"{entry.class_path} is not an add-on class (subclass AddOnBase)")
+    if not addon.name:
+        raise source.fail((*path, "class_path"), f"{entry.class_path} has no registry `name`; set name = '...'")
+    return addon
 
 
 def build_run(plan: RunPlan) -> BuiltRun:
@@ -299,8 +299,14 @@ def build_run(plan: RunPlan) -> BuiltRun:
     loaders = {name: _loader(plan, name, loader) for name, loader in _loaders(spec)}
     options = spec.trainer.init_args.model_dump()
     mode = options.pop("mode")
+    addons = []
+    for index, (addon, addon_options) in enumerate(plan.addons):
+        try:
+            addons.append(addon(**addon_options))
+        except ConfigError as exc:
+            raise source.fail(("addons", index), str(exc)) from None
     try:
-        trainer = plan.trainer_class(model, spec.device, mode, optimizer, scheduler, **options, **plan.addon_kwargs)
+        trainer = plan.trainer_class(model, spec.device, mode, optimizer, scheduler, addons=addons, **options)
     except ConfigError as exc:
         raise source.fail(("trainer",), str(exc)) from None
     return BuiltRun(trainer, loaders["train"], loaders.get("valid"), spec.run.n_epoch)

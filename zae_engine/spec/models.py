@@ -22,7 +22,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal, Union, get_args, get_origin
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, ValidationError, model_validator
 
 from zae_engine.errors import did_you_mean
 from zae_engine.spec.source import FieldPath, Problem, SpecError, SpecSource, apply_overrides, read_spec
@@ -75,15 +75,32 @@ class DataSpec(_Strict):
 
 
 class AddOnEntry(BaseModel):
-    """`name` of a registered add-on plus that add-on's Config fields (see `zae addons show NAME`)."""
+    """One add-on: `name` of a registered add-on (or `class_path` of a local one) plus exactly its Config fields.
+
+    `- {name: state_manager, save_path: runs/x}` builds `StateManagerAddon(save_path="runs/x")`; see
+    `zae addons show NAME` for each add-on's fields.
+    """
 
     model_config = ConfigDict(extra="allow", json_schema_extra={"additionalProperties": True})
 
-    name: str = Field(min_length=1, description="registry name, e.g. state_manager, mpu, wandb, neptune")
+    name: str | None = Field(None, min_length=1, description="registry name, e.g. state_manager, mpu, wandb")
+    class_path: str | None = Field(
+        None, pattern=CLASS_PATH, description="instead of a name: an add-on class of your own, e.g. my_addons.PrintLR"
+    )
+
+    @model_validator(mode="after")
+    def _one_way_to_find_it(self) -> AddOnEntry:
+        if (self.name is None) == (self.class_path is None):
+            raise ValueError("give the add-on's registry `name` or a `class_path` (exactly one of them)")
+        return self
 
     @property
     def options(self) -> dict[str, Any]:
         return dict(self.model_extra or {})
+
+    @property
+    def label(self) -> str:
+        return self.name or str(self.class_path)
 
 
 class RunOptions(_Strict):

@@ -1,4 +1,8 @@
-"""The Trainer's own keyword arguments, validated exactly like an add-on's Config."""
+"""The Trainer's own keyword arguments, validated exactly like an add-on's Config.
+
+This model is the only place the options are declared: the Trainer takes them as keywords, keeps the validated
+(frozen) model as `trainer.config`, and exposes each field as a read-only attribute (`trainer.gradient_clip`).
+"""
 
 from __future__ import annotations
 
@@ -8,7 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictBool
 
 
 class TrainerConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", frozen=True)
 
     mode: Literal["train", "test"] = Field(description="'train' updates weights; 'test' only evaluates")
     log_bar: StrictBool = Field(True, description="rich progress bars; False prints one line per epoch")

@@ -1,19 +1,20 @@
 """The Trainer: one readable loop, with add-ons called at fixed points.
 
 Read `run_in_process` top to bottom: setup, epochs (train, then validation), epoch end, teardown.
-The per-batch path (`run_batch` -> `_train_batch` -> `_optimizer_step`) does no host sync, builds no
-dicts and calls only the hooks some add-on actually implements.
+The per-batch path (`_train_batch` -> `_optimizer_step`) does no host sync, builds no dicts, enters no context
+it does not need and calls only the hooks some add-on actually implements.
 """
 
 from __future__ import annotations
 
-import copyreg
+import functools
 import math
 import os
 import signal
 import threading
-from abc import ABC, ABCMeta, abstractmethod
-from collections.abc import Iterable, Iterator
+import warnings
+from abc import ABC, abstractmethod
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager, nullcontext, suppress
 from time import perf_counter
 from typing import Any, ClassVar
@@ -25,7 +26,7 @@ from torch import nn
 from zae_engine.checkpoint.weights import apply_state_dict, load_weights, save_weights
 from zae_engine.distributed import all_reduce_mean, average_gradients, every_rank, is_distributed, is_rank_zero
 from zae_engine.errors import (
-    CompositionError,
+    AddOnWarning,
     ConfigError,
     NonFiniteLossError,
     StepResultError,
@@ -33,7 +34,8 @@ from zae_engine.errors import (
     did_you_mean,
     pydantic_message,
 )
-from zae_engine.trainer.addons.base import HOOKS, AddOnBase, check_composition, overrides
+from zae_engine.trainer import compose
+from zae_engine.trainer.addons.base import AddOnBase
 from zae_engine.trainer.batch import move_to_device
 from zae_engine.trainer.config import TRAINER_FIELDS, TrainerConfig
 from zae_engine.trainer.devices import DeviceLike, parse_devices
@@ -43,19 +45,16 @@ from zae_engine.trainer.progress import ProgressChecker
 
 _PREFIX = {"train": "train/", "valid": "valid/", "test": "test/"}
 _AMP_DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
-_NO_CONTEXT = nullcontext()  # reusable: the per-step path builds no context object when there is nothing to enter
+_NO_CONTEXT = nullcontext()
 
 
-class TrainerMeta(ABCMeta):
-    """Metaclass whose only job is letting composed trainer classes be pickled (for spawned workers)."""
-
-
-class Trainer(ABC, metaclass=TrainerMeta):
+class Trainer(ABC, metaclass=compose.TrainerMeta):
     """Subclass it, write `train_step` and `test_step`, call `run`.
 
     `device` is 'cpu', 'cuda', 'cuda:1', a torch.device, or a list of them (a list of several needs a
-    launcher add-on such as `mpu`). Other keywords are the Trainer's options (see `TrainerConfig`) and the
-    keywords of the add-ons on this class.
+    launcher add-on such as `mpu`). `addons` are configured add-on instances; the other keywords are the
+    Trainer's options (`TrainerConfig`), readable afterwards as `trainer.config` and as attributes
+    (`trainer.gradient_clip`). A class made by `Trainer.add_on(...)` also takes its add-ons' keywords.
     """
 
     _addon_classes: ClassVar[tuple[type[AddOnBase], ...]] = ()
@@ -68,75 +67,31 @@ class Trainer(ABC, metaclass=TrainerMeta):
         optimizer: torch.optim.Optimizer | None = None,
         scheduler: Any = None,
         *,
-        log_bar: bool = True,
-        scheduler_step_on_batch: bool = False,
-        gradient_clip: float = 0.0,
-        grad_accum_steps: int = 1,
-        precision: str = "fp32",
-        compile_model: bool = False,
-        nan_policy: str = "raise",
-        log_interval: int = 50,
-        keep_best_weights: bool = True,
-        **addon_kwargs: Any,
+        addons: Sequence[AddOnBase] = (),
+        **options: Any,
     ) -> None:
         name = type(self).__name__
+        flat = compose.flat_instances(self)  # keywords a composed class took off for its add-ons
+        unknown = [key for key in options if key not in TRAINER_FIELDS]
+        if unknown:
+            known = TRAINER_FIELDS | {f for cls in type(self)._addon_classes for f in cls.Config.model_fields}
+            raise compose.unknown_keyword(type(self), unknown[0], known)
         try:
-            config = TrainerConfig(
-                mode=mode,
-                log_bar=log_bar,
-                scheduler_step_on_batch=scheduler_step_on_batch,
-                gradient_clip=gradient_clip,
-                grad_accum_steps=grad_accum_steps,
-                precision=precision,
-                compile_model=compile_model,
-                nan_policy=nan_policy,
-                log_interval=log_interval,
-                keep_best_weights=keep_best_weights,
-            )
+            self.config = TrainerConfig(mode=mode, **options)
         except ValidationError as err:
             raise ConfigError(pydantic_message(name, err)) from None
-        if not isinstance(model, nn.Module):
-            raise ConfigError(f"{name}: 'model' must be a torch.nn.Module, got {type(model).__name__}")
-        if optimizer is not None and not isinstance(optimizer, torch.optim.Optimizer):
-            raise ConfigError(
-                f"{name}: 'optimizer' must be a torch.optim.Optimizer or None, got {type(optimizer).__name__}"
-            )
-        if config.mode == "train" and optimizer is None:
-            raise ConfigError(f"{name}: mode='train' needs an optimizer; pass one, or use mode='test'")
-        if scheduler is not None and not callable(getattr(scheduler, "step", None)):
-            raise ConfigError(f"{name}: 'scheduler' must have a step() method or be None")
+        _check_objects(name, model, optimizer, scheduler, self.config.mode)
 
-        self.config = config
         self.devices = parse_devices(device)
         self.device = self.devices[0]
-        if len(self.devices) > 1 and self._launcher_class() is None:
-            raise ConfigError(
-                f"{name}: {len(self.devices)} devices were given but no add-on runs several processes; "
-                "use Trainer.add_on(MultiGPUAddon) (pip install 'zae-engine[mpu]') or pass one device"
-            )
-        if self.device.type == "cuda":
-            torch.cuda.set_device(self.device)
-        self.model = model.to(self.device)
-        if config.compile_model:
-            self.model = torch.compile(self.model)
+        self.model = model
         self.optimizer = optimizer
         self.scheduler = scheduler
-        self.mode = config.mode
-        self.log_bar = config.log_bar
-        self.scheduler_step_on_batch = config.scheduler_step_on_batch
-        self.gradient_clip = config.gradient_clip
-        self.grad_accum_steps = config.grad_accum_steps
-        self.precision = config.precision
-        self.nan_policy = config.nan_policy
-        self.log_interval = config.log_interval
-
         self.progress_checker = ProgressChecker()
         self.history: list[dict[str, Any]] = []
         self.best: dict[str, Any] = {"metric": None, "value": math.inf, "epoch": None}
         self._best_weights: dict[str, torch.Tensor] | None = None
-        self._logs = {"train": StepLog(self.device), "test": StepLog(self.device)}
-        self._amp_dtype = _AMP_DTYPES[config.precision]
-        self._scaler = torch.amp.GradScaler(self.device.type) if config.precision == "fp16" else None
+        self._scaler: torch.amp.GradScaler | None = None  # made by _place, for the device
         self._display: NullDisplay = NullDisplay()
         self._interrupt: str | None = None
         self.should_stop = False  # set by add-ons (e.g. early stopping) to end the run after this epoch
@@ -145,57 +100,32 @@ class Trainer(ABC, metaclass=TrainerMeta):
         self._group = 1
         self._remaining: int | None = None
 
-        self.addons = self._build_addons(addon_kwargs)
-        ordered = sorted(self.addons.values(), key=lambda a: a.hook_order)  # stable: composition order otherwise
-        hooks = {hook: tuple(getattr(a, hook) for a in ordered if overrides(type(a), hook)) for hook in HOOKS}
-        self._hooks = hooks
-        self._on_batch_end = hooks["on_batch_end"]
-        self._on_optimizer_step = hooks["on_optimizer_step"]
-        self._on_log = hooks["on_log"]
+        attachment = compose.attach(self, [*flat, *addons])
+        self.addons = attachment.addons
+        self._hooks = attachment.hooks
+        self._launcher = attachment.launcher
+        self._lent = attachment.lent
+        if len(self.devices) > 1 and self._launcher is None:
+            raise ConfigError(
+                f"{name}: {len(self.devices)} devices were given but no add-on runs several processes; "
+                "add MultiGPUAddon (pip install 'zae-engine[mpu]') or pass one device"
+            )
+        # with a launcher over several devices the workers place the model; the parent leaves it where it is
+        self._place(self.device, move_model=self._launcher is None or len(self.devices) == 1)
+        if self.config.compile_model:
+            self.model = torch.compile(self.model)
+        for hook in self._hooks.on_attach:
+            hook()
 
     # ------------------------------------------------------------------ composition
     @classmethod
     def add_on(cls, *addon_classes: type) -> type[Trainer]:
         """A subclass of `cls` carrying these add-ons; it can be subclassed and add-on'd again.
 
-        Add-ons written the upstream way (a classmethod `apply(base_cls)` returning a subclass) are applied in place.
+        Its constructor takes the add-ons' keywords flat (`save_path=...`). Add-ons written the upstream way
+        (a classmethod `apply(base_cls)` returning a subclass) are applied in place.
         """
-        result: type[Trainer] = cls
-        pending: list[type[AddOnBase]] = []
-        for addon in addon_classes:
-            if isinstance(addon, type) and issubclass(addon, AddOnBase):
-                pending.append(addon)
-                continue
-            if not callable(getattr(addon, "apply", None)):
-                raise CompositionError(f"{addon!r} is not an add-on: subclass AddOnBase, or define apply(base_cls)")
-            if pending:
-                result, pending = _compose(result, tuple(pending)), []
-            applied = addon.apply(result)
-            if not (isinstance(applied, type) and issubclass(applied, result)):
-                raise CompositionError(f"{addon.__name__}.apply() must return a subclass of {result.__name__}")
-            result = applied
-        return _compose(result, tuple(pending)) if pending else result
-
-    @classmethod
-    def _launcher_class(cls) -> type[AddOnBase] | None:
-        return next((a for a in cls._addon_classes if a.launch is not None), None)
-
-    def _build_addons(self, kwargs: dict[str, Any]) -> dict[str, AddOnBase]:
-        classes = type(self)._addon_classes
-        known = {field for a in classes for field in a.Config.model_fields}
-        unknown = [k for k in kwargs if k not in known]
-        if unknown:
-            on = ", ".join(a.name for a in classes) or "none"
-            key = unknown[0]
-            raise ConfigError(
-                f"{type(self).__name__}: unknown keyword '{key}'{did_you_mean(key, known | TRAINER_FIELDS)}; "
-                f"add-ons on this trainer: {on}. Keywords of other add-ons need Trainer.add_on(ThatAddon)"
-            )
-        built = {}
-        for addon_cls in classes:
-            own = {k: v for k, v in kwargs.items() if k in addon_cls.Config.model_fields}
-            built[addon_cls.name] = addon_cls(self, addon_cls.validate_config(own))
-        return built
+        return compose.add_on(cls, addon_classes)
 
     def addon(self, name: str) -> AddOnBase:
         """The add-on instance registered under `name` on this trainer."""
@@ -203,6 +133,16 @@ class Trainer(ABC, metaclass=TrainerMeta):
             return self.addons[name]
         except KeyError:
             raise KeyError(f"no add-on '{name}' on {type(self).__name__}{did_you_mean(name, self.addons)}") from None
+
+    def __getattr__(self, name: str) -> Any:
+        # only reached when normal lookup fails: methods add-ons lend (save_state, load_state, ...)
+        lent = self.__dict__.get("_lent")
+        if lent and name in lent:
+            return _lent_method(self, getattr(lent[name], name))
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+
+    def __dir__(self) -> list[str]:
+        return sorted({*super().__dir__(), *self.__dict__.get("_lent", {})})
 
     # ------------------------------------------------------------------ user API
     @abstractmethod
@@ -232,6 +172,11 @@ class Trainer(ABC, metaclass=TrainerMeta):
         return is_rank_zero()
 
     @property
+    def launcher(self) -> AddOnBase | None:
+        """The add-on that decides where `run()` happens (e.g. `mpu`), if any."""
+        return self._launcher
+
+    @property
     def unwrapped_model(self) -> nn.Module:
         """The user's module, under any DDP or torch.compile wrappers: what checkpoints are made of."""
         model = self.model
@@ -246,29 +191,38 @@ class Trainer(ABC, metaclass=TrainerMeta):
     def set_device(self, device: DeviceLike) -> None:
         """Re-target this trainer to `device`: model, optimizer state and step logs. Launchers call it per worker."""
         device = parse_devices(device)[0]
-        if device == self.device:
-            return
+        if device != self.device:
+            self._place(device)
+            if self.optimizer is not None and self.optimizer.state:
+                self.optimizer.load_state_dict(self.optimizer.state_dict())  # re-casts state onto each param's device
+
+    def _place(self, device: torch.device, move_model: bool = True) -> None:
         self.device = device
-        if device.type == "cuda":
-            torch.cuda.set_device(device)
-        self.model = self.model.to(device)
-        if self.optimizer is not None and self.optimizer.state:
-            self.optimizer.load_state_dict(self.optimizer.state_dict())  # re-casts state onto each param's device
+        if move_model:
+            if device.type == "cuda":
+                torch.cuda.set_device(device)
+            self.model = self.model.to(device)
         self._logs = {"train": StepLog(device), "test": StepLog(device)}
+        self._non_blocking = device.type == "cuda"  # copies from pinned host memory overlap with compute
+        dtype = _AMP_DTYPES[self.config.precision]
+        self._amp = _NO_CONTEXT if dtype is None else torch.autocast(device.type, dtype=dtype)
+        scale = self._scaler.state_dict() if getattr(self, "_scaler", None) is not None else None
+        self._scaler = torch.amp.GradScaler(device.type, enabled=self.config.precision == "fp16")  # no-op unless fp16
+        if scale:
+            self._scaler.load_state_dict(scale)
 
     def toggle(self, mode: str | None = None) -> None:
         """Switch to `mode`, or flip between 'train' and 'test'."""
         if mode is None:
-            mode = "test" if self.mode == "train" else "train"
+            mode = "test" if self.config.mode == "train" else "train"
         if mode not in ("train", "test"):
             raise ConfigError(f"{type(self).__name__}.toggle: mode must be 'train' or 'test', got {mode!r}")
-        self.mode = mode
+        self.config = self.config.model_copy(update={"mode": mode})
 
     def run(self, n_epoch: int, loader: Iterable, valid_loader: Iterable | None = None) -> None:
         """Train (or, in test mode, evaluate) for `n_epoch` epochs, validating after each when given a loader."""
-        launcher = next((a for a in self.addons.values() if a.launch is not None), None)
-        if launcher is not None:
-            return launcher.launch(n_epoch, loader, valid_loader)
+        if self._launcher is not None:
+            return self._launcher.launch(n_epoch, loader, valid_loader)
         return self.run_in_process(n_epoch, loader, valid_loader)
 
     # ------------------------------------------------------------------ the loop
@@ -280,6 +234,7 @@ class Trainer(ABC, metaclass=TrainerMeta):
             raise ConfigError(
                 f"{type(self).__name__}.run: 'loader' is None; pass a DataLoader or any iterable of batches"
             )
+        hooks = self._hooks
         self._display = self._make_display()
         self._interrupt, self.should_stop = None, False
         if self.mode == "train":
@@ -287,23 +242,17 @@ class Trainer(ABC, metaclass=TrainerMeta):
         error: BaseException | None = None
         with self._graceful_signals():
             try:
-                self._call_hooks("on_run_start")  # may restore a checkpoint: check the schedule after it
+                _call(hooks.on_run_start)  # may restore a checkpoint: check the schedule after it
                 self._check_scheduler_budget(n_epoch, loader)
                 first = self.progress_checker.get_epoch()
                 self._display.run_start(first, first + n_epoch - 1)
                 for _ in range(n_epoch):
                     epoch = self.progress_checker.get_epoch()
-                    self._call_hooks("on_epoch_start", epoch)
+                    _call(hooks.on_epoch_start, epoch)
                     summary: dict[str, Any] = {"epoch": epoch}
                     summary.update(_prefixed(self.run_epoch(loader), self.mode))
                     if valid_loader is not None and self.mode == "train" and self._interrupt is None:
-                        self.toggle("test")
-                        self._call_hooks("on_validation_start")
-                        try:
-                            summary.update(_prefixed(self.run_epoch(valid_loader), "valid"))
-                        finally:
-                            self._call_hooks("on_validation_end")
-                            self.toggle("train")
+                        summary.update(_prefixed(self._validate(valid_loader), "valid"))
                     if self._interrupt is not None:
                         break
                     self._end_epoch(epoch, summary)
@@ -318,6 +267,18 @@ class Trainer(ABC, metaclass=TrainerMeta):
                 self._display.run_end()
                 self._end_run(error)
 
+    def _validate(self, valid_loader: Iterable) -> dict[str, float]:
+        """The validation pass of a training epoch, in test mode; train mode comes back whatever happens."""
+        self.toggle("test")
+        try:
+            _call(self._hooks.on_validation_start)
+            return self.run_epoch(valid_loader)
+        finally:
+            try:
+                _call(self._hooks.on_validation_end)
+            finally:
+                self.toggle("train")
+
     def run_epoch(self, loader: Iterable) -> dict[str, float]:
         """One pass over `loader` in the current mode; returns the epoch means (reduced over ranks)."""
         train = self.mode == "train"
@@ -330,11 +291,14 @@ class Trainer(ABC, metaclass=TrainerMeta):
         if train:
             self._remaining, self._micro = total, 0
             self._start_group()
-        ticking = isinstance(display, BarDisplay) or self.nan_policy == "raise"
+        if type(self).run_batch is not Trainer.run_batch:
+            step = self.run_batch  # a subclass (or an upstream-style add-on) hooks in there
+        else:
+            step = self._train_batch if train else self._eval_batch
+        ticking = isinstance(display, BarDisplay) or self.config.nan_policy == "raise"
         next_tick = perf_counter() + REFRESH_SECONDS
-        run_batch = self.run_batch
         for batch in loader:
-            run_batch(batch)
+            step(batch)
             if self._interrupt is not None:
                 break
             if ticking and perf_counter() >= next_tick:
@@ -350,66 +314,71 @@ class Trainer(ABC, metaclass=TrainerMeta):
 
     def run_batch(self, batch: Any) -> dict[str, Any] | None:
         """One batch in the current mode: moved to the device, stepped, logged. Returns the step's result."""
-        batch = move_to_device(batch, self.device, self.device.type == "cuda")
-        if self.mode == "train":
-            result = self._train_batch(batch)  # logs the result itself, before an optimizer step's on_log
-            if result is None:  # skipped: non-finite loss under nan_policy='skip'
-                return None
-        else:
-            with torch.no_grad(), self._autocast():
-                result = self.test_step(batch)
-            if not isinstance(result, dict):
-                raise StepResultError(
-                    f"{type(self).__name__}.test_step must return a dict, got {type(result).__name__}"
-                )
-            self._logs["test"].append(result)
-        for hook in self._on_batch_end:
+        return self._train_batch(batch) if self.mode == "train" else self._eval_batch(batch)
+
+    def _eval_batch(self, batch: Any) -> dict[str, Any]:
+        batch = move_to_device(batch, self.device, self._non_blocking)
+        with torch.no_grad(), self._amp:
+            result = self.test_step(batch)
+        if not isinstance(result, dict):
+            raise StepResultError(f"{type(self).__name__}.test_step must return a dict, got {type(result).__name__}")
+        self._logs["test"].append(result)
+        for hook in self._hooks.on_batch_end:
             hook(result)
         return result
 
     def _train_batch(self, batch: Any) -> dict[str, Any] | None:
+        batch = move_to_device(batch, self.device, self._non_blocking)
         last_of_group = self._micro + 1 >= self._group
-        with _NO_CONTEXT if last_of_group else self._no_sync():
-            with self._autocast():
-                result = self.train_step(batch)
-            try:
-                loss = result["loss"]
-            except (KeyError, TypeError, IndexError):
-                raise StepResultError(_missing_loss(type(self).__name__, result)) from None
-            if self.nan_policy == "skip" and not self._loss_is_finite(loss):
-                self._skip_step()
-                return None
-            if self._group > 1:
-                loss = loss / self._group
-            if self._scaler is None:
-                loss.backward()
-            else:
-                self._scaler.scale(loss).backward()
+        if last_of_group:
+            result = self._forward_backward(batch)
+        else:
+            with self.model.no_sync() if self._is_ddp() else _NO_CONTEXT:  # gradients sync on the group's last
+                result = self._forward_backward(batch)
+        if result is None:  # skipped: non-finite loss under nan_policy='skip'
+            return None
         self._micro += 1
         self._logs["train"].append(result)  # before the step, so on_log's running means include this batch
         if last_of_group:
             self._optimizer_step()
+        for hook in self._hooks.on_batch_end:
+            hook(result)
+        return result
+
+    def _forward_backward(self, batch: Any) -> dict[str, Any] | None:
+        with self._amp:
+            result = self.train_step(batch)
+        try:
+            loss = result["loss"]
+        except (KeyError, TypeError, IndexError):
+            raise StepResultError(_missing_loss(type(self).__name__, result)) from None
+        if self.config.nan_policy == "skip" and not self._loss_is_finite(loss):
+            self._skip_step()
+            return None
+        if self._group > 1:
+            loss = loss / self._group
+        self._scaler.scale(loss).backward()
         return result
 
     def _optimizer_step(self) -> None:
-        optimizer, scaler = self.optimizer, self._scaler
-        if self.gradient_clip:
-            if scaler is not None:
-                scaler.unscale_(optimizer)  # clip the true gradients, not the scaled ones
-            nn.utils.clip_grad_norm_(self.model.parameters(), self.gradient_clip)
-        if scaler is None:
-            optimizer.step()
-        else:
-            scaler.step(optimizer)
-            scaler.update()
+        optimizer, scaler, config = self.optimizer, self._scaler, self.config
+        if config.gradient_clip:
+            scaler.unscale_(optimizer)  # clip the true gradients, not the scaled ones
+            nn.utils.clip_grad_norm_(self.model.parameters(), config.gradient_clip)
+        scaler.step(optimizer)
+        scaler.update()
         optimizer.zero_grad(set_to_none=True)
-        if self.scheduler_step_on_batch and self.scheduler is not None:
+        if config.scheduler_step_on_batch and self.scheduler is not None:
             self.scheduler.step()
         self.progress_checker.update_step()
-        self._start_group()
-        for hook in self._on_optimizer_step:
+        if self._group > 1 or self._remaining is not None:
+            self._start_group()
+        else:
+            self._micro = 0
+        hooks = self._hooks
+        for hook in hooks.on_optimizer_step:
             hook()
-        if self._on_log and (self.progress_checker.get_step() - 1) % self.log_interval == 0:
+        if hooks.on_log and (self.progress_checker.get_step() - 1) % config.log_interval == 0:
             self._emit_log()
 
     def _finish_partial_group(self) -> None:
@@ -426,7 +395,7 @@ class Trainer(ABC, metaclass=TrainerMeta):
         if self._remaining is not None:
             self._remaining -= self._micro
         self._micro = 0
-        self._group = self.grad_accum_steps
+        self._group = self.config.grad_accum_steps
         if self._remaining is not None and self._remaining > 0:
             self._group = min(self._group, self._remaining)
 
@@ -450,12 +419,12 @@ class Trainer(ABC, metaclass=TrainerMeta):
                 summary[f"lr/group{i}"] = float(group["lr"])  # the rate this epoch ran with
         if self.mode == "train":
             self._track_best(epoch, summary)
-            if self.scheduler is not None and not self.scheduler_step_on_batch:
+            if self.scheduler is not None and not self.config.scheduler_step_on_batch:
                 self.scheduler.step()
             self.progress_checker.update_epoch()
         summary["step"] = self.progress_checker.get_step() - 1
         self.history.append(summary)
-        self._call_hooks("on_epoch_end", epoch, summary)
+        _call(self._hooks.on_epoch_end, epoch, summary)
         self._display.epoch_end(summary)
 
     def _track_best(self, epoch: int, summary: dict[str, Any]) -> None:
@@ -481,11 +450,10 @@ class Trainer(ABC, metaclass=TrainerMeta):
         if self.optimizer is not None:
             for i, group in enumerate(self.optimizer.param_groups):
                 metrics[f"lr/group{i}"] = float(group["lr"])
-        for hook in self._on_log:
-            hook(metrics)
+        _call(self._hooks.on_log, metrics)
 
     def _check_finite(self, log: StepLog, means: dict[str, float]) -> None:
-        if self.nan_policy != "raise" or math.isfinite(means.get("loss", 0.0)):
+        if self.config.nan_policy != "raise" or math.isfinite(means.get("loss", 0.0)):
             return
         index = log.first_non_finite("loss")
         batch = "?" if index is None else index + 1
@@ -500,34 +468,30 @@ class Trainer(ABC, metaclass=TrainerMeta):
         return float(self.optimizer.param_groups[0]["lr"]) if self.optimizer is not None else None
 
     # ------------------------------------------------------------------ helpers
-    def _call_hooks(self, hook: str, *args: Any) -> None:
-        for fn in self._hooks[hook]:
-            fn(*args)
-
     def _end_run(self, error: BaseException | None) -> None:
-        """Every add-on's on_run_end runs even if one fails; that failure surfaces unless the run already failed."""
-        failure: Exception | None = None
-        for fn in self._hooks["on_run_end"]:
+        """Every on_run_end runs, even after one fails; the first failure is raised (unless the run already failed),
+        every other one is a warning naming its add-on."""
+        failures: list[tuple[Any, Exception]] = []
+        for fn in self._hooks.on_run_end:
             try:
                 fn(error)
             except Exception as exc:
-                failure = failure or exc
-        if failure is not None and error is None:
-            raise failure
-
-    def _autocast(self):
-        if self._amp_dtype is None:
-            return _NO_CONTEXT
-        return torch.autocast(self.device.type, dtype=self._amp_dtype)
-
-    def _no_sync(self):
-        no_sync = getattr(self.model, "no_sync", None)
-        return no_sync() if no_sync is not None else nullcontext()
+                failures.append((fn, exc))
+        raised = failures[0][1] if failures and error is None else None
+        for fn, exc in failures:
+            if exc is not raised:
+                warnings.warn(
+                    f"{fn.__self__.label()}: on_run_end failed ({type(exc).__name__}: {exc})",
+                    AddOnWarning,
+                    stacklevel=2,
+                )
+        if raised is not None:
+            raise raised
 
     def _make_display(self) -> NullDisplay:
         if not self.is_rank_zero:
             return NullDisplay()
-        return BarDisplay() if self.log_bar else LineDisplay()
+        return BarDisplay() if self.config.log_bar else LineDisplay()
 
     def _check_scheduler_budget(self, n_epoch: int, loader: Iterable) -> None:
         from zae_engine.schedulers.core import SchedulerBase
@@ -535,12 +499,13 @@ class Trainer(ABC, metaclass=TrainerMeta):
         scheduler = self.scheduler
         if self.mode != "train" or not isinstance(scheduler, SchedulerBase):
             return
-        if self.scheduler_step_on_batch:
+        accum = self.config.grad_accum_steps
+        if self.config.scheduler_step_on_batch:
             batches = _length(loader)
             if batches is None:
                 return
-            need = n_epoch * math.ceil(batches / self.grad_accum_steps)
-            how = f"{n_epoch} epochs x {math.ceil(batches / self.grad_accum_steps)} optimizer steps, stepped per batch"
+            need = n_epoch * math.ceil(batches / accum)
+            how = f"{n_epoch} epochs x {math.ceil(batches / accum)} optimizer steps, stepped per batch"
         else:
             need, how = n_epoch, f"{n_epoch} epochs, stepped per epoch"
         left = scheduler.total_iters - max(scheduler.last_epoch, 0)
@@ -549,7 +514,11 @@ class Trainer(ABC, metaclass=TrainerMeta):
                 f"{type(scheduler).__name__}(total_iters={scheduler.total_iters}) is too short for this run: it needs "
                 f"{need} more steps ({how}) but has {left} left. Raise total_iters to at least "
                 f"{scheduler.total_iters - left + need}"
-                + ("" if not self.scheduler_step_on_batch else ", or step it per epoch (scheduler_step_on_batch=False)")
+                + (
+                    ""
+                    if not self.config.scheduler_step_on_batch
+                    else ", or step it per epoch (scheduler_step_on_batch=False)"
+                )
             )
 
     @contextmanager
@@ -608,9 +577,9 @@ class Trainer(ABC, metaclass=TrainerMeta):
         self.model.eval()
         results = []
         try:
-            with torch.no_grad(), self._autocast():
+            with torch.no_grad(), self._amp:
                 for batch in loader:
-                    result = self.test_step(move_to_device(batch, self.device, self.device.type == "cuda"))
+                    result = self.test_step(move_to_device(batch, self.device, self._non_blocking))
                     results.append(result["output"] if isinstance(result, dict) and "output" in result else result)
         finally:
             self.toggle(previous)
@@ -622,7 +591,7 @@ class Trainer(ABC, metaclass=TrainerMeta):
             "model": self.unwrapped_model.state_dict(),
             "optimizer": self.optimizer.state_dict() if self.optimizer is not None else None,
             "scheduler": self.scheduler.state_dict() if hasattr(self.scheduler, "state_dict") else None,
-            "scaler": self._scaler.state_dict() if self._scaler is not None else None,
+            "scaler": self._scaler.state_dict() if self._scaler.is_enabled() else None,
             "progress": self.progress_checker.state_dict(),
             "best": dict(self.best),
             "addons": {name: addon.state_dict() for name, addon in self.addons.items()},
@@ -634,7 +603,7 @@ class Trainer(ABC, metaclass=TrainerMeta):
             self.optimizer.load_state_dict(state["optimizer"])
         if state.get("scheduler") is not None and hasattr(self.scheduler, "load_state_dict"):
             self.scheduler.load_state_dict(state["scheduler"])
-        if state.get("scaler") is not None and self._scaler is not None:
+        if state.get("scaler") is not None and self._scaler.is_enabled():
             self._scaler.load_state_dict(state["scaler"])
         self.progress_checker.load_state_dict(state["progress"])
         best = state.get("best") or {}
@@ -646,11 +615,53 @@ class Trainer(ABC, metaclass=TrainerMeta):
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
         state["_display"] = NullDisplay()  # consoles hold terminals; a worker makes its own
+        del state["_hooks"]  # bound methods: rebuilt by __setstate__
         return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._hooks = compose.reattach(self)
 
     def __repr__(self) -> str:
         addons = ", ".join(self.addons) or "no add-ons"
         return f"<{type(self).__name__} mode={self.mode} device={self.device} {addons}>"
+
+
+def _option(field: str) -> property:
+    return property(lambda self: getattr(self.config, field), doc=TrainerConfig.model_fields[field].description)
+
+
+for _field in TrainerConfig.model_fields:  # trainer.mode, trainer.gradient_clip, ...: read-only views of .config
+    setattr(Trainer, _field, _option(_field))
+
+
+def _lent_method(trainer: Trainer, method: Any) -> Any:
+    """The add-on's method, holding the trainer alive while it can be called (the add-on holds it weakly)."""
+
+    @functools.wraps(method)
+    def lent(*args: Any, **kwargs: Any) -> Any:
+        assert trainer is not None  # the closure is what keeps `trainer` alive
+        return method(*args, **kwargs)
+
+    return lent
+
+
+def _call(hooks: tuple, *args: Any) -> None:
+    for hook in hooks:
+        hook(*args)
+
+
+def _check_objects(name: str, model: Any, optimizer: Any, scheduler: Any, mode: str) -> None:
+    if not isinstance(model, nn.Module):
+        raise ConfigError(f"{name}: 'model' must be a torch.nn.Module, got {type(model).__name__}")
+    if optimizer is not None and not isinstance(optimizer, torch.optim.Optimizer):
+        raise ConfigError(
+            f"{name}: 'optimizer' must be a torch.optim.Optimizer or None, got {type(optimizer).__name__}"
+        )
+    if mode == "train" and optimizer is None:
+        raise ConfigError(f"{name}: mode='train' needs an optimizer; pass one, or use mode='test'")
+    if scheduler is not None and not callable(getattr(scheduler, "step", None)):
+        raise ConfigError(f"{name}: 'scheduler' must have a step() method or be None")
 
 
 def _prefixed(values: dict[str, float], mode: str) -> dict[str, float]:
@@ -669,49 +680,3 @@ def _missing_loss(trainer: str, result: Any) -> str:
     if isinstance(result, dict):
         return f"{trainer}.train_step must return a dict holding 'loss'; it returned keys {sorted(result)}"
     return f"{trainer}.train_step must return a dict holding 'loss'; it returned {type(result).__name__}"
-
-
-# ---------------------------------------------------------------------- composed classes
-_COMPOSED: dict[tuple[type, tuple[type, ...]], type] = {}
-
-
-def _compose(base: type[Trainer], new: tuple[type[AddOnBase], ...]) -> type[Trainer]:
-    key = (base, new)
-    if key in _COMPOSED:
-        return _COMPOSED[key]
-    combined = check_composition(base._addon_classes, new, set(TRAINER_FIELDS))
-    namespace: dict[str, Any] = {
-        "_addon_classes": combined,
-        "_composed_from": key,
-        "__module__": base.__module__,
-        "__doc__": base.__doc__,
-    }
-    for addon in new:
-        for method in addon.trainer_methods:
-            if hasattr(base, method) or method in namespace:
-                raise CompositionError(f"{addon.label()} lends '{method}' to the trainer, which already has one")
-            namespace[method] = _lent_method(addon, method)
-    name = f"{base.__name__}With" + "".join(a.__name__ for a in new)
-    composed = TrainerMeta(name, (base,), namespace)
-    composed.__qualname__ = name
-    _COMPOSED[key] = composed
-    return composed
-
-
-def _lent_method(addon: type[AddOnBase], method: str):
-    def lent(self: Trainer, *args: Any, **kwargs: Any) -> Any:
-        return getattr(self.addons[addon.name], method)(*args, **kwargs)
-
-    lent.__name__ = method
-    lent.__doc__ = getattr(getattr(addon, method, None), "__doc__", None)
-    return lent
-
-
-def _reduce_trainer_class(cls: type) -> Any:
-    key = cls.__dict__.get("_composed_from")
-    if key is None:
-        return cls.__qualname__  # an importable class: pickled by reference as usual
-    return _compose, key  # unpickling composes the same class again (cached)
-
-
-copyreg.pickle(TrainerMeta, _reduce_trainer_class)

@@ -1,8 +1,8 @@
 """`MetricsCSVAddon`: one CSV row per epoch, rewritten atomically so the file is always whole.
 
-It shows every part of an add-on: a registry `name`, a `description`, a pydantic `Config` whose fields are
-the keywords users pass (to the trainer or in a spec), two hooks, rank-zero side effects, and checkpoint
-state so a resumed run keeps the rows it had written before.
+It shows every part of an add-on: a registry `name`, a pydantic `Config` whose docstring is the description
+and whose fields are the add-on's options (`MetricsCSVAddon(csv_path=...)`, or `- {name: metrics_csv, ...}` in a
+spec), a hook, rank-zero side effects, and checkpoint state so a resumed run keeps the rows it had written.
 """
 
 from __future__ import annotations
@@ -19,6 +19,8 @@ from zae_engine.trainer.addons.base import AddOnBase, AddOnConfig
 
 
 class MetricsCSVConfig(AddOnConfig):
+    """Write each epoch summary (losses, metrics, learning rates) as a row of a CSV file."""
+
     csv_path: str = Field("metrics.csv", description="CSV file that receives one row per epoch")
     csv_keys: list[str] | None = Field(
         None, description="columns to keep, e.g. ['epoch', 'valid/loss']; None keeps every summary key"
@@ -27,15 +29,12 @@ class MetricsCSVConfig(AddOnConfig):
 
 class MetricsCSVAddon(AddOnBase):
     name = "metrics_csv"
-    description = "Write each epoch summary (losses, metrics, learning rates) as a row of a CSV file."
     Config = MetricsCSVConfig
-    supported_engine = ">=0.1"
-    # Hooks run by hook_order, lowest first. The state manager (-1) writes this epoch's checkpoint in its own
-    # on_epoch_end; running before it puts this epoch's row into that checkpoint, so a resume keeps it.
-    hook_order = -5
+    # The default phase, "update", runs before the state manager ("persist") at every epoch end, so the
+    # checkpoint of an epoch holds that epoch's row and a resume keeps it: nothing to declare.
 
-    def __init__(self, trainer: Any, config: MetricsCSVConfig) -> None:
-        super().__init__(trainer, config)
+    def __init__(self, config: MetricsCSVConfig | None = None, /, **options: Any) -> None:
+        super().__init__(config, **options)
         self.rows: list[dict[str, Any]] = []
 
     def on_epoch_end(self, epoch: int, summary: dict[str, Any]) -> None:

@@ -8,14 +8,14 @@ trained back into this process, so the user's own model, optimizer and scheduler
 from __future__ import annotations
 
 import os
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.distributed as dist
-from pydantic import Field
 
 from zae_engine.errors import ConfigError
-from zae_engine.trainer.addons.base import AddOnBase, AddOnConfig
+from zae_engine.trainer.addons.base import LauncherAddon
+from zae_mpu.config import MultiGPUConfig
 from zae_mpu.ports import resolve_init_method
 from zae_mpu.rank import RankPlan, default_backend, launched_by_torchrun, run_rank
 from zae_mpu.spawn import SpawnPlan, spawn_run
@@ -26,35 +26,15 @@ if TYPE_CHECKING:
     from torch.utils.data import DistributedSampler
 
 
-class MultiGPUConfig(AddOnConfig):
-    init_method: str = Field(
-        "tcp://localhost:12355",
-        description="where spawned workers meet (tcp://HOST:PORT, file://PATH or env://); ignored under torchrun",
-    )
-    strict_port: bool = Field(False, description="refuse a busy init_method port instead of switching to a free one")
-    backend: Literal["auto", "gloo", "nccl", "mpi", "ucc"] = Field(
-        "auto", description="process-group backend; auto: nccl for CUDA devices, gloo for CPU"
-    )
-    timeout: float = Field(1800.0, gt=0, description="seconds a collective may wait for the other ranks")
-    threads_per_worker: int | None = Field(
-        None, ge=1, description="torch threads per spawned worker; default: CPU cores / workers"
-    )
-    start_method: Literal["forkserver", "spawn"] = Field(
-        "forkserver", description="how workers start; forkserver imports torch once for all workers and runs"
-    )
-    shard_data: bool = Field(True, description="re-make DataLoaders over a DistributedSampler (off: shard yourself)")
-    find_unused_parameters: bool = Field(False, description="DDP option for models that skip parameters in forward")
-    ddp_options: dict[str, Any] = Field(default_factory=dict, description="extra DistributedDataParallel keywords")
+class MultiGPUAddon(LauncherAddon):
+    """A launcher: `run()` with several devices trains in one process per device (or in torchrun's processes)."""
 
-
-class MultiGPUAddon(AddOnBase):
     name = "mpu"
-    description = "Data-parallel training on several devices with torch DDP (spawned workers or torchrun)."
     Config = MultiGPUConfig
-    supported_engine = ">=0.1,<0.2"  # uses Trainer.set_device and the checkpoint tree encoding of 0.1
+    config: MultiGPUConfig
 
-    def __init__(self, trainer: Any, config: MultiGPUConfig) -> None:
-        super().__init__(trainer, config)
+    def __init__(self, config: MultiGPUConfig | None = None, /, **options: Any) -> None:
+        super().__init__(config, **options)
         self.samplers: tuple[DistributedSampler, ...] = ()  # this rank's samplers, re-seeded every epoch
 
     def on_epoch_start(self, epoch: int) -> None:

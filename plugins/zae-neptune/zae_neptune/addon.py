@@ -12,20 +12,16 @@ import os
 from pathlib import Path
 from typing import Any
 
-from zae_engine.trainer.addons.tracking import TrackerAddonBase, TrackerConfig, first_line
+from zae_engine.trainer.addons.tracking import TrackerAddonBase, first_line
+from zae_neptune.config import NeptuneLoggerConfig
 
 _SERVER_MODES = ("async", "sync")
-
-
-class NeptuneLoggerConfig(TrackerConfig):
-    """web_logger['neptune'] is passed to neptune.init_run (project, name, tags, mode, api_token, ...)."""
 
 
 class NeptuneLoggerAddon(TrackerAddonBase):
     """Log epoch summaries, running step metrics, the run configuration and (optionally) checkpoints to Neptune."""
 
     name = "neptune"
-    description = "Neptune (1.x client) tracking: metrics, run config, checkpoint files; offline and debug modes."
     display_name = "Neptune"
     Config = NeptuneLoggerConfig
 

@@ -13,20 +13,16 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
-from zae_engine.trainer.addons.tracking import TrackerAddonBase, TrackerConfig, first_line
+from zae_engine.trainer.addons.tracking import TrackerAddonBase, first_line
+from zae_wandb.config import WandBLoggerConfig
 
 _LOCAL_MODES = ("offline", "disabled", "dryrun")
-
-
-class WandBLoggerConfig(TrackerConfig):
-    """web_logger['wandb'] is passed to wandb.init (project, name, mode, dir, tags, id, entity, ...)."""
 
 
 class WandBLoggerAddon(TrackerAddonBase):
     """Log epoch summaries, running step metrics, the run configuration and (optionally) checkpoints to W&B."""
 
     name = "wandb"
-    description = "Weights & Biases tracking: metrics, run config, checkpoints as artifacts; online or offline."
     display_name = "W&B"
     Config = WandBLoggerConfig
 

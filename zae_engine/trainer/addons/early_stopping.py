@@ -7,44 +7,23 @@ Under torch.distributed every rank reaches the same decision through one all-red
 from __future__ import annotations
 
 import math
-from typing import Any, Literal
-
-from pydantic import Field, model_validator
+from typing import Any
 
 from zae_engine.distributed import any_rank
 from zae_engine.errors import ConfigError, did_you_mean
-from zae_engine.trainer.addons.base import AddOnBase, AddOnConfig
-
-
-class EarlyStoppingConfig(AddOnConfig):
-    """`monitor` and `monitor_mode` mean what they mean to state_manager, so the two add-ons can share a trainer."""
-
-    monitor: str | None = Field(
-        None,
-        description="Epoch-summary key to watch, e.g. 'valid/acc'. None: the trainer's best metric "
-        "('valid/loss' when validating, else 'train/loss'). Shared with state_manager: one watched metric per run.",
-    )
-    monitor_mode: Literal["min", "max"] = Field("min", description="'min': lower is better; 'max': higher is better")
-    patience: int = Field(5, ge=1, description="epochs without improvement before stopping")
-    min_delta: float = Field(0.0, ge=0.0, description="an improvement must beat the best by more than this")
-
-    @model_validator(mode="after")
-    def _max_needs_monitor(self) -> EarlyStoppingConfig:
-        if self.monitor_mode == "max" and self.monitor is None:
-            raise ValueError("monitor_mode='max' needs a monitor such as 'valid/acc' (the default metric is a loss)")
-        return self
+from zae_engine.trainer.addons.base import AddOnBase
+from zae_engine.trainer.addons.configs import EarlyStoppingConfig
 
 
 class EarlyStoppingAddon(AddOnBase):
     """Sets `trainer.should_stop` once `monitor` has not improved for `patience` epochs."""
 
     name = "early_stopping"
-    description = "Stop when a monitored metric stops improving (patience, min_delta; all DDP ranks together)."
     Config = EarlyStoppingConfig
-    hook_order = -10  # decide before a checkpoint of this epoch is written, so it holds this epoch's count
+    config: EarlyStoppingConfig
 
-    def __init__(self, trainer: Any, config: EarlyStoppingConfig) -> None:
-        super().__init__(trainer, config)
+    def __init__(self, config: EarlyStoppingConfig | None = None, /, **options: Any) -> None:
+        super().__init__(config, **options)
         self.best: float | None = None
         self.best_epoch: int | None = None
         self.bad_epochs = 0

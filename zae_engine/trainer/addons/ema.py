@@ -13,29 +13,21 @@ from contextlib import contextmanager
 from typing import Any
 
 import torch
-from pydantic import Field
 
 from zae_engine.errors import CheckpointError
-from zae_engine.trainer.addons.base import AddOnBase, AddOnConfig
-
-
-class EMAConfig(AddOnConfig):
-    decay: float = Field(0.999, gt=0.0, lt=1.0, description="weight of the old average at each update")
-    update_every: int = Field(1, ge=1, description="optimizer steps between EMA updates")
-    evaluate_with_ema: bool = Field(
-        False, description="validate with the EMA weights (best weights and apply_weights() then hold them too)"
-    )
+from zae_engine.trainer.addons.base import AddOnBase
+from zae_engine.trainer.addons.configs import EMAConfig
 
 
 class EMAAddon(AddOnBase):
     """Keeps `weights` (name -> tensor), an EMA of the unwrapped model's state dict."""
 
     name = "ema"
-    description = "Exponential moving average of the weights; optional validation with them; kept in checkpoints."
     Config = EMAConfig
+    config: EMAConfig
 
-    def __init__(self, trainer: Any, config: EMAConfig) -> None:
-        super().__init__(trainer, config)
+    def __init__(self, config: EMAConfig | None = None, /, **options: Any) -> None:
+        super().__init__(config, **options)
         self.weights: dict[str, torch.Tensor] | None = None
         self.updates = 0
         self._live: dict[str, torch.Tensor] | None = None  # the live weights while EMA ones are swapped in

@@ -14,10 +14,9 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import torch
-from pydantic import Field, field_validator, model_validator
 
 from zae_engine._version import __version__
 from zae_engine.checkpoint.manifest import CheckpointEntry
@@ -25,76 +24,29 @@ from zae_engine.checkpoint.rng import capture_rng, restore_rng
 from zae_engine.checkpoint.store import CheckpointStore, locate, read_any, write_folder
 from zae_engine.distributed import barrier, is_rank_zero
 from zae_engine.errors import CheckpointError, ConfigError, TrainingInterrupted, did_you_mean
-from zae_engine.trainer.addons.base import AddOnBase, AddOnConfig
-
-_FORMAT_ALIASES = {"safetensor": "safetensors", "ckpt": "ckpt", "safetensors": "safetensors"}
-
-
-class StateManagerConfig(AddOnConfig):
-    save_path: str = Field(
-        "./checkpoints",
-        description="Folder for checkpoints, created if missing: one sub-folder per checkpoint plus manifest.json.",
-    )
-    save_format: Literal["ckpt", "safetensors"] = Field(
-        "ckpt",
-        description="'ckpt': one torch.save file per checkpoint, read with torch.load(weights_only=True); "
-        "'safetensors': tensors in .safetensors files, the rest in JSON ('safetensor' is accepted too).",
-    )
-    monitor: str | None = Field(
-        None,
-        description="Epoch-summary key that ranks checkpoints, e.g. 'valid/acc'. None: the trainer's best metric "
-        "('valid/loss' when validating, else 'train/loss').",
-    )
-    monitor_mode: Literal["min", "max"] = Field(
-        "min", description="'min': a lower monitored value is better; 'max': higher."
-    )
-    save_top_k: int = Field(1, ge=-1, description="Keep the k best checkpoints by `monitor` (-1: all, 0: none).")
-    keep_last: int = Field(
-        1, ge=0, description="Also keep the k most recent checkpoints, whatever their score, so a run can resume."
-    )
-    every_n_epochs: int = Field(1, ge=1, description="Consider saving at the end of every n-th epoch.")
-    save_on_interrupt: bool = Field(
-        True, description="On SIGINT/SIGTERM during run(), save a checkpoint after the current step, then stop."
-    )
-    resume: bool = Field(
-        False, description="When run() starts, load the latest checkpoint in save_path if there is one."
-    )
-
-    @field_validator("save_format", mode="before")
-    @classmethod
-    def _normalise_format(cls, value: Any) -> Any:
-        if isinstance(value, str):
-            return _FORMAT_ALIASES.get(value.strip().lower().lstrip("."), value)
-        return value
-
-    @model_validator(mode="after")
-    def _max_needs_monitor(self) -> StateManagerConfig:
-        if self.monitor_mode == "max" and self.monitor is None:
-            raise ValueError(
-                "monitor_mode='max' needs a monitor, e.g. monitor='valid/acc' (the default monitor is a loss)"
-            )
-        return self
+from zae_engine.trainer.addons.base import AddOnBase
+from zae_engine.trainer.addons.configs import StateManagerConfig
 
 
 class StateManagerAddon(AddOnBase):
     """Checkpoints a run into `save_path` and resumes it exactly; lends save_state/load_state to the trainer."""
 
     name = "state_manager"
-    description = "Atomic, pickle-free checkpoints (best k + latest), save on SIGINT/SIGTERM, exact resume."
     Config = StateManagerConfig
+    config: StateManagerConfig
+    # persist: after the add-ons that update state at epoch end (their state is saved with its epoch), before
+    # the reporting ones (trackers find this epoch's checkpoint in `last_checkpoint`)
+    phase = "persist"
     trainer_methods = ("save_state", "load_state")
-    # after add-ons that decide at epoch end (early stopping: -10), so the checkpoint holds their decision;
-    # before trackers (0), so they find this epoch's checkpoint in `last_checkpoint`
-    hook_order = -1
 
-    def __init__(self, trainer: Any, config: StateManagerConfig) -> None:
-        super().__init__(trainer, config)
-        self._store = CheckpointStore(config.save_path)
+    def __init__(self, config: StateManagerConfig | None = None, /, **options: Any) -> None:
+        super().__init__(config, **options)
+        self._store = CheckpointStore(self.config.save_path)
         #: the latest complete checkpoint this add-on saved or loaded (tracker plugins upload it)
         self.last_checkpoint: Path | None = None
         #: the best checkpoint in save_path by `monitor`, after the latest save or load
         self.best_checkpoint: Path | None = None
-        self._monitor: str | None = config.monitor
+        self._monitor: str | None = self.config.monitor
         self._pending_rng: dict[str, Any] | None = None
         self._saved_at: dict[str, int] | None = None  # progress of the latest save/load
         self._unsaved: dict[str, Any] | None = None  # summary of an epoch that ended without a checkpoint

@@ -1,8 +1,8 @@
 """What every experiment-tracker add-on shares: lifecycle, key scheme, config logging, and a guard.
 
-The tracker plugins (zae-wandb, zae-neptune) subclass `TrackerAddonBase` and only translate five calls to their
-client: open, log, log config, upload a checkpoint, close. Everything else lives here, once, with no tracker
-client imported.
+The tracker plugins (zae-wandb, zae-neptune, ...) subclass `TrackerAddonBase` (and their Config subclasses
+`zae_engine.trainer.addons.configs.TrackerConfig`) and only translate five calls to their client: open, log,
+log config, upload a checkpoint, close. Everything else lives here, once, with no tracker client imported.
 
 Key scheme (the same for every tracker):
 
@@ -30,11 +30,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, ClassVar
 
-from pydantic import Field
-
 from zae_engine.distributed import is_rank_zero
 from zae_engine.errors import ConfigError, did_you_mean
-from zae_engine.trainer.addons.base import AddOnBase, AddOnConfig
+from zae_engine.trainer.addons.base import AddOnBase
+from zae_engine.trainer.addons.configs import TrackerConfig
 
 RUNNING_PREFIX = "running/"
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
@@ -43,30 +42,6 @@ _SECRET = re.compile(r"(^|_)(api_?key|key|api_?token|token|secret|password)$")
 
 class TrackerWarning(UserWarning):
     """A tracker went offline or failed; training carries on."""
-
-
-class TrackerConfig(AddOnConfig):
-    """Keywords shared by all tracker add-ons: the same meaning on each, so several can sit on one trainer.
-
-    A third-party tracker subclasses this too; a different `web_logger` declaration would be refused by
-    `Trainer.add_on` next to these trackers (shared keywords must mean the same).
-    """
-
-    web_logger: dict[str, dict[str, Any]] | None = Field(
-        None,
-        description="per-tracker client settings, e.g. {'wandb': {...wandb.init kwargs...}, "
-        "'neptune': {...neptune.init_run kwargs...}}; each tracker add-on reads its own key",
-    )
-    log_steps: bool = Field(
-        True,
-        description="also log running means (running/train/loss, running/lr/group0) every log_interval "
-        "optimizer steps (the Trainer's log_interval keyword); False logs epoch summaries only",
-    )
-    upload_checkpoints: bool = Field(
-        False,
-        description="upload each checkpoint the state_manager add-on writes (W&B artifact / Neptune file); "
-        "needs state_manager on the same trainer",
-    )
 
 
 class TrackerAddonBase(AddOnBase):
@@ -78,12 +53,14 @@ class TrackerAddonBase(AddOnBase):
     """
 
     Config: ClassVar[type[TrackerConfig]] = TrackerConfig
+    config: TrackerConfig
     #: what `run()`-time messages call this tracker, e.g. "W&B"
     display_name: ClassVar[str] = "tracker"
+    # report: after the add-ons that update and persist state, so what is logged is final for the epoch
+    phase = "report"
 
-    def __init__(self, trainer: Any, config: TrackerConfig) -> None:
-        super().__init__(trainer, config)
-        self._check_settings(type(trainer))
+    def __init__(self, config: TrackerConfig | None = None, /, **options: Any) -> None:
+        super().__init__(config, **options)
         #: the client's run object while `run()` is going (e.g. to log extra things yourself), else None
         self.run: Any = None
         #: identity of the tracker run, kept across `run()` calls and in checkpoints
@@ -115,6 +92,23 @@ class TrackerAddonBase(AddOnBase):
         return None
 
     # ------------------------------------------------------------------ hooks
+    def on_attach(self) -> None:
+        """Settings that name an add-on this trainer lacks are refused now, not as a warning mid-run."""
+        names = set(self.trainer.addons)
+        for key, settings in (self.config.web_logger or {}).items():
+            if key not in names:
+                raise ConfigError(
+                    f"{self.label()}: web_logger has an entry '{key}' but no add-on of that name is on this "
+                    f"trainer{did_you_mean(key, names)}; add-ons here: {', '.join(sorted(names))}"
+                )
+            if not isinstance(settings, dict):
+                raise ConfigError(f"{self.label()}: web_logger['{key}'] must be a dict of client settings")
+        if self.config.upload_checkpoints and "state_manager" not in names:
+            raise ConfigError(
+                f"{self.label()}: upload_checkpoints=True uploads what the state_manager add-on saves, but it is "
+                "not on this trainer; add StateManagerAddon, or drop upload_checkpoints"
+            )
+
     def on_run_start(self) -> None:
         if not is_rank_zero():
             return
@@ -163,7 +157,7 @@ class TrackerAddonBase(AddOnBase):
             self._opened_before = True  # the checkpoint's run exists: continue it
 
     def __getstate__(self) -> dict[str, Any]:
-        state = self.__dict__.copy()
+        state = super().__getstate__()
         state["run"] = None  # a client run belongs to the process that opened it
         return state
 
@@ -226,22 +220,6 @@ class TrackerAddonBase(AddOnBase):
             return
         self._uploaded = stamp
         self._guarded(f"uploading checkpoint {stamp[0]}", self._client_upload, Path(stamp[0]))
-
-    def _check_settings(self, trainer_cls: type) -> None:
-        names = {addon.name for addon in getattr(trainer_cls, "_addon_classes", ())}
-        for key in self.config.web_logger or {}:
-            if key not in names:
-                raise ConfigError(
-                    f"{self.label()}: web_logger has an entry '{key}' but no add-on of that name is on this "
-                    f"trainer{did_you_mean(key, names)}; add-ons here: {', '.join(sorted(names))}"
-                )
-            if not isinstance(self.config.web_logger[key], dict):
-                raise ConfigError(f"{self.label()}: web_logger['{key}'] must be a dict of client settings")
-        if self.config.upload_checkpoints and "state_manager" not in names:
-            raise ConfigError(
-                f"{self.label()}: upload_checkpoints=True uploads what the state_manager add-on saves, but it is "
-                "not on this trainer; add StateManagerAddon, or drop upload_checkpoints"
-            )
 
 
 def first_line(exc: Exception) -> str:

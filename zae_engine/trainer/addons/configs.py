@@ -1,0 +1,106 @@
+"""The options of the core add-ons, in a module that imports neither torch nor the add-ons themselves.
+
+Each model is the single source of truth for its add-on's keywords: the add-on validates with it, `zae addons
+show` prints it and `zae schema` embeds its `model_json_schema()`. The first line of each docstring is the
+add-on's description in `zae addons list`. The entry-point group `zae_engine.addon_configs` points here, so
+the CLI reads these without importing an add-on (and so without torch).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import Field, field_validator, model_validator
+
+from zae_engine.trainer.addons.base import AddOnConfig
+
+_FORMAT_ALIASES = {"safetensor": "safetensors", "ckpt": "ckpt", "safetensors": "safetensors"}
+
+
+class _Monitored(AddOnConfig):
+    """A metric of the epoch summary that decides something, and which way is better."""
+
+    monitor: str | None = Field(
+        None,
+        description="Epoch-summary key to watch, e.g. 'valid/acc'. None: the trainer's best metric "
+        "('valid/loss' when validating, else 'train/loss').",
+    )
+    monitor_mode: Literal["min", "max"] = Field("min", description="'min': lower is better; 'max': higher is better.")
+
+    @model_validator(mode="after")
+    def _max_needs_monitor(self) -> _Monitored:
+        if self.monitor_mode == "max" and self.monitor is None:
+            raise ValueError("monitor_mode='max' needs a monitor, e.g. monitor='valid/acc' (the default is a loss)")
+        return self
+
+
+class StateManagerConfig(_Monitored):
+    """Atomic, pickle-free checkpoints (best k + latest), save on SIGINT/SIGTERM, exact resume."""
+
+    save_path: str = Field(
+        "./checkpoints",
+        description="Folder for checkpoints, created if missing: one sub-folder per checkpoint plus manifest.json.",
+    )
+    save_format: Literal["ckpt", "safetensors"] = Field(
+        "ckpt",
+        description="'ckpt': one torch.save file per checkpoint, read with torch.load(weights_only=True); "
+        "'safetensors': tensors in .safetensors files, the rest in JSON ('safetensor' is accepted too).",
+    )
+    save_top_k: int = Field(1, ge=-1, description="Keep the k best checkpoints by `monitor` (-1: all, 0: none).")
+    keep_last: int = Field(
+        1, ge=0, description="Also keep the k most recent checkpoints, whatever their score, so a run can resume."
+    )
+    every_n_epochs: int = Field(1, ge=1, description="Consider saving at the end of every n-th epoch.")
+    save_on_interrupt: bool = Field(
+        True, description="On SIGINT/SIGTERM during run(), save a checkpoint after the current step, then stop."
+    )
+    resume: bool = Field(
+        False, description="When run() starts, load the latest checkpoint in save_path if there is one."
+    )
+
+    @field_validator("save_format", mode="before")
+    @classmethod
+    def _normalise_format(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return _FORMAT_ALIASES.get(value.strip().lower().lstrip("."), value)
+        return value
+
+
+class EarlyStoppingConfig(_Monitored):
+    """Stop when a monitored metric stops improving (patience, min_delta; all DDP ranks together)."""
+
+    patience: int = Field(5, ge=1, description="Epochs without improvement before stopping.")
+    min_delta: float = Field(0.0, ge=0.0, description="An improvement must beat the best by more than this.")
+
+
+class EMAConfig(AddOnConfig):
+    """Exponential moving average of the weights; optional validation with them; kept in checkpoints."""
+
+    decay: float = Field(0.999, gt=0.0, lt=1.0, description="Weight of the old average at each update.")
+    update_every: int = Field(1, ge=1, description="Optimizer steps between EMA updates.")
+    evaluate_with_ema: bool = Field(
+        False, description="Validate with the EMA weights (best weights and apply_weights() then hold them too)."
+    )
+
+
+class TrackerConfig(AddOnConfig):
+    """Options every experiment-tracker add-on shares (each tracker's Config subclasses this)."""
+
+    web_logger: dict[str, dict[str, Any]] | None = Field(
+        None,
+        description="Per-tracker client settings, e.g. {'wandb': {...wandb.init kwargs...}, "
+        "'neptune': {...neptune.init_run kwargs...}}; each tracker add-on reads its own key.",
+    )
+    log_steps: bool = Field(
+        True,
+        description="Also log running means (running/train/loss, running/lr/group0) every log_interval "
+        "optimizer steps (the Trainer's log_interval keyword); False logs epoch summaries only.",
+    )
+    upload_checkpoints: bool = Field(
+        False,
+        description="Upload each checkpoint the state_manager add-on writes (W&B artifact, Neptune file, ...); "
+        "needs state_manager on the same trainer.",
+    )
+
+
+__all__ = ["EMAConfig", "EarlyStoppingConfig", "StateManagerConfig", "TrackerConfig"]
