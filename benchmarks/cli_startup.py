@@ -3,8 +3,10 @@
     python benchmarks/cli_startup.py [--rounds 15]
 
 Every command runs once per round, in turn (so background load hits them alike); medians are printed with
-their ratio to `python -c pass` and to `python -c "import torch"`. `zae --help` and `zae addons list` import
-neither torch nor any add-on, so they should sit far closer to bare Python than to torch.
+their ratio to `python -c pass` and to `python -c "import torch"`. `zae --help`, `zae addons list`, `zae addons
+show` and `zae schema` import neither torch nor any add-on (only the add-ons' torch-free Config modules), so they
+should sit far closer to bare Python than to torch. Targets: `zae addons list` <= 0.25 x `import torch`;
+`zae addons show state_manager` <= `zae --help` + 0.2 s.
 """
 
 from __future__ import annotations
@@ -30,6 +32,8 @@ def commands() -> dict[str, list[str]]:
         "zae --version": [*zae, "--version"],
         "zae --help": [*zae, "--help"],
         "zae addons list": [*zae, "addons", "list"],
+        "zae addons show state_manager": [*zae, "addons", "show", "state_manager"],
+        "zae schema": [*zae, "schema"],
     }
 
 
@@ -52,10 +56,14 @@ def main() -> None:
             samples[name].append(time_once(command))
     medians = {name: statistics.median(values) for name, values in samples.items()}
     bare, torch_import = medians["python -c pass"], medians['python -c "import torch"']
-    print(f"{'command':<28}{'median ms':>11}{'x python':>10}{'x import torch':>16}")
+    print(f"{'command':<32}{'median ms':>11}{'x python':>10}{'x import torch':>16}")
     for name, value in medians.items():
-        print(f"{name:<28}{value * 1000:>11.0f}{value / bare:>10.2f}{value / torch_import:>16.2f}")
+        print(f"{name:<32}{value * 1000:>11.0f}{value / bare:>10.2f}{value / torch_import:>16.2f}")
     print(f"({args.rounds} rounds, {sys.executable})")
+    listing = medians["zae addons list"] / torch_import
+    show = medians["zae addons show state_manager"] - medians["zae --help"]
+    print(f"zae addons list / import torch: {listing:.2f} (target <= 0.25)")
+    print(f"zae addons show state_manager - zae --help: {show * 1000:+.0f} ms (target <= +200 ms)")
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 """Framework overhead: seconds per training step of the Trainer against a hand-written PyTorch loop.
 
-    python -m benchmarks.overhead                 # tiny and medium, 15 rounds after 2 warm-up rounds
+    python -m benchmarks.overhead                 # tiny, premade and medium, 15 rounds after 2 warm-up rounds
     python -m benchmarks.overhead --workload tiny --rounds 21
     python -m benchmarks.overhead --quick         # a few steps, only to see that it runs
     python -m benchmarks.overhead --profile       # cProfile of a Trainer epoch on tiny
@@ -58,6 +58,7 @@ class Workload:
     layers: tuple[int, ...]  # feature sizes: (in, hidden..., out)
     batch_size: int
     steps: int  # batches per epoch (one round)
+    premade: bool = False  # batches made up front, loaded with DataLoader(batch_size=None): no collation per step
 
     def model(self) -> nn.Module:
         torch.manual_seed(0)
@@ -76,9 +77,19 @@ class Workload:
         y = torch.randint(0, self.layers[-1], (n,), generator=g)
         return TensorDataset(x, y)
 
+    def loader(self, steps: int) -> DataLoader:
+        """Collating loader, or (premade) one over whole ready batches: the raw step then weighs least."""
+        data = self.dataset(steps)
+        if not self.premade:
+            return DataLoader(data, batch_size=self.batch_size, shuffle=False)
+        x, y = data.tensors
+        batches = TensorDataset(x.view(steps, self.batch_size, -1), y.view(steps, self.batch_size))
+        return DataLoader(batches, batch_size=None, shuffle=False)
+
 
 WORKLOADS = {
     "tiny": Workload("tiny", (10, 2), batch_size=32, steps=1000),
+    "premade": Workload("premade", (10, 2), batch_size=32, steps=2000, premade=True),
     "medium": Workload("medium", (512, 1024, 1024, 10), batch_size=128, steps=60),
 }
 
@@ -217,12 +228,7 @@ class Lane:
 
 
 def measure(workload: Workload, found: list[Contender], rounds: int, warmup: int, steps: int) -> list[Lane]:
-    data = workload.dataset(steps)
-    lanes = [
-        Lane(c, TurnLoader(DataLoader(data, batch_size=workload.batch_size, shuffle=False)))
-        for c in found
-        if c.build is not None
-    ]
+    lanes = [Lane(c, TurnLoader(workload.loader(steps))) for c in found if c.build is not None]
     n_epoch = warmup + rounds + 1  # the last epoch also pays for the run's end: never timed
 
     def work(lane: Lane) -> None:
@@ -330,11 +336,11 @@ def print_table(console: Console, title: str, results: dict[str, dict[str, Any]]
     console.print(table)
 
 
-def profile(steps: int) -> int:
-    """The functions that take the time in a Trainer epoch on `tiny`, and the share of zae-engine's own frames."""
+def profile(steps: int, name: str = "premade") -> int:
+    """The functions that take the time in a Trainer epoch, and the share of zae-engine's own frames."""
     torch.set_num_threads(1)
-    workload = WORKLOADS["tiny"]
-    loader = DataLoader(workload.dataset(steps), batch_size=workload.batch_size)
+    workload = WORKLOADS[name]
+    loader = workload.loader(steps)
     model = workload.model()
     trainer = BenchTrainer(model, "cpu", "train", make_optimizer(model), log_bar=False)
     trainer.run(1, loader)  # warm-up
@@ -354,10 +360,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--warmup", type=int, default=2, help="untimed rounds first")
     parser.add_argument("--steps", type=int, default=None, help="batches per round (default: per workload)")
     parser.add_argument("--quick", action="store_true", help="5 steps, 1 round, no warm-up: only checks it runs")
-    parser.add_argument("--profile", action="store_true", help="instead: cProfile the Trainer on one tiny epoch")
+    parser.add_argument("--profile", action="store_true", help="instead: cProfile the Trainer on one premade epoch")
     args = parser.parse_args(argv)
     if args.profile:
-        return profile(args.steps or WORKLOADS["tiny"].steps)
+        return profile(args.steps or WORKLOADS["premade"].steps)
     if args.quick:
         args.rounds, args.warmup, args.steps = 1, 0, args.steps or 5
     if args.rounds < 1 or args.warmup < 0 or (args.steps is not None and args.steps < 1):

@@ -46,16 +46,19 @@ def _read(path: tuple[str, ...]) -> tuple[Registration, ...]:
     seen: set[str] = set()
     for dist in metadata.distributions():
         try:
+            # the folder name gives the distribution's name without parsing METADATA (which only the few
+            # distributions that register add-ons need)
+            key = _normalized(getattr(dist, "_normalized_name", None) or dist.metadata["Name"] or "")
+            if not key or key in seen:  # like importlib.metadata: the first copy on sys.path wins
+                continue
+            seen.add(key)
+            points = [ep for ep in dist.entry_points if ep.group in (GROUP, CONFIG_GROUP)]
+            if not points:
+                continue
             meta = dist.metadata
             name = meta["Name"]
-            points = [ep for ep in dist.entry_points if ep.group in (GROUP, CONFIG_GROUP)]
         except Exception:  # malformed metadata of some unrelated package must not break the listing
             continue
-        key = (name or "").lower().replace("_", "-")
-        if not name or key in seen or not points:  # like importlib.metadata: the first copy on sys.path wins
-            seen.add(key)
-            continue
-        seen.add(key)
         configs = {ep.name: ep.value for ep in points if ep.group == CONFIG_GROUP}
         for ep in points:
             if ep.group == GROUP:
@@ -71,6 +74,10 @@ def _read(path: tuple[str, ...]) -> tuple[Registration, ...]:
                     )
                 )
     return tuple(sorted(found, key=lambda r: (r.name, r.distribution)))
+
+
+def _normalized(name: str) -> str:
+    return name.lower().replace("_", "-").replace(".", "-")
 
 
 def forget() -> None:

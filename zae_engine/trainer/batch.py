@@ -15,7 +15,12 @@ def move_to_device(batch: Any, device: torch.device, non_blocking: bool = False)
     kind = type(batch)
     if kind is torch.Tensor:
         return batch if batch.device == device else batch.to(device, non_blocking=non_blocking)
-    if kind is list or kind is tuple:  # the common (x, y): tensors handled inline, without a call per item
+    if kind is list or kind is tuple:  # the common (x, y): when every item is a tensor already there, no copy at all
+        for item in batch:
+            if type(item) is not torch.Tensor or item.device != device:
+                break
+        else:
+            return batch
         return kind(
             [
                 (item if item.device == device else item.to(device, non_blocking=non_blocking))

@@ -288,8 +288,9 @@ class Trainer(ABC, metaclass=compose.TrainerMeta):
         total = _length(loader)
         display = self._display
         display.epoch_start(self.progress_checker.get_epoch(), self.mode, total)
-        if train:
-            self._remaining, self._micro = total, 0
+        if train:  # accumulation groups shrink near the end of a sized epoch; without accumulation nothing to track
+            self._remaining = total if self.config.grad_accum_steps > 1 else None
+            self._micro = 0
             self._start_group()
         if type(self).run_batch is not Trainer.run_batch:
             step = self.run_batch  # a subclass (or an upstream-style add-on) hooks in there
@@ -329,23 +330,25 @@ class Trainer(ABC, metaclass=compose.TrainerMeta):
 
     def _train_batch(self, batch: Any) -> dict[str, Any] | None:
         batch = move_to_device(batch, self.device, self._non_blocking)
-        last_of_group = self._micro + 1 >= self._group
-        if last_of_group:
-            result = self._forward_backward(batch)
-        else:
-            with self.model.no_sync() if self._is_ddp() else _NO_CONTEXT:  # gradients sync on the group's last
+        if self._micro + 1 < self._group:  # an early batch of an accumulation group: gradients only, no step
+            with self.model.no_sync() if self._is_ddp() else _NO_CONTEXT:  # DDP syncs on the group's last batch
                 result = self._forward_backward(batch)
-        if result is None:  # skipped: non-finite loss under nan_policy='skip'
-            return None
-        self._micro += 1
-        self._logs["train"].append(result)  # before the step, so on_log's running means include this batch
-        if last_of_group:
-            self._optimizer_step()
-        for hook in self._hooks.on_batch_end:
-            hook(result)
+            if result is not None:
+                self._micro += 1
+                self._logs["train"].append(result)
+        else:
+            result = self._forward_backward(batch)
+            if result is not None:
+                self._micro += 1
+                self._logs["train"].append(result)  # before the step, so on_log's running means include this batch
+                self._optimizer_step()
+        if result is not None:
+            for hook in self._hooks.on_batch_end:
+                hook(result)
         return result
 
     def _forward_backward(self, batch: Any) -> dict[str, Any] | None:
+        """`train_step` and its backward; None when the batch is skipped (non-finite loss, nan_policy='skip')."""
         with self._amp:
             result = self.train_step(batch)
         try:
@@ -371,10 +374,10 @@ class Trainer(ABC, metaclass=compose.TrainerMeta):
         if config.scheduler_step_on_batch and self.scheduler is not None:
             self.scheduler.step()
         self.progress_checker.update_step()
-        if self._group > 1 or self._remaining is not None:
-            self._start_group()
+        if self._group == 1 and self._remaining is None:
+            self._micro = 0  # no accumulation: every batch is a group of one
         else:
-            self._micro = 0
+            self._start_group()
         hooks = self._hooks
         for hook in hooks.on_optimizer_step:
             hook()
