@@ -163,6 +163,20 @@ def test_missing_environment_variable_is_named(spec_file):
         ),
         ({"device: cpu": "device: [cpu, cpu]"}, r"spec.yaml:2: device: 2 devices need a launcher add-on"),
         (
+            {
+                '- {name: state_manager, save_path: "${ZAE_TEST_RUNS:-runs}/toy"}': "- {name: ema}\n  - {name: ema, decay: 0.9}"
+            },
+            r"spec.yaml:16: addons\[1\]: add-on 'ema' is listed twice: here and as addons\[0\] \(.*spec.yaml:15\)",
+        ),
+        (
+            {"name: state_manager,": "class_path: torch.nn.Linear,"},
+            r"spec.yaml:15: addons\[0\].class_path: torch.nn.Linear is not an add-on class",
+        ),
+        (
+            {"name: state_manager,": "name: state_manager, class_path: x.Y,"},
+            r"spec.yaml:15: addons\[0\]: .*give the add-on's registry `name` or a `class_path` \(exactly one of them\)",
+        ),
+        (
             {"zae_engine.demo.toy.ToyTrainer": "torch.nn.Linear"},
             r"trainer.class_path: torch.nn.Linear is not a subclass of Trainer",
         ),
@@ -222,6 +236,51 @@ def test_class_paths_resolve_from_the_spec_folder(spec_file, tmp_path):
     spec, source = load_spec(path)
     plan = check_spec(spec, source)
     assert type(build_run(plan).trainer.model).__name__ == "Net"
+
+
+def test_one_entry_builds_one_addon_with_exactly_its_own_options(spec_file):
+    path = spec_file(
+        **{
+            'save_path: "${ZAE_TEST_RUNS:-runs}/toy"}': 'save_path: "runs/toy", monitor: valid/acc, monitor_mode: max}\n'
+            "  - {name: early_stopping, monitor: valid/loss, patience: 2}"
+        }
+    )
+    spec, source = load_spec(path)
+    trainer = build_run(check_spec(spec, source)).trainer
+    assert trainer.addon("state_manager").config.monitor == "valid/acc"
+    assert trainer.addon("early_stopping").config.monitor == "valid/loss"  # nothing shared between entries
+
+
+LOCAL_ADDON = '''
+from zae_engine.trainer.addons import AddOnBase, AddOnConfig
+
+
+class EveryConfig(AddOnConfig):
+    """Counts epochs."""
+
+    every: int = 1
+
+
+class Counter(AddOnBase):
+    name = "counter"
+    Config = EveryConfig
+
+    def on_epoch_end(self, epoch, summary):
+        summary["counted"] = epoch * self.config.every
+'''
+
+
+def test_a_local_addon_class_by_class_path(spec_file, tmp_path):
+    path = spec_file(
+        **{'name: state_manager, save_path: "${ZAE_TEST_RUNS:-runs}/toy"': "class_path: my_addons.Counter, every: 3"}
+    )
+    (path.parent / "my_addons.py").write_text(LOCAL_ADDON)
+    spec, source = load_spec(path)
+    built = build_run(check_spec(spec, source))
+    built.trainer.run(built.n_epoch, built.loader, built.valid_loader)
+    assert [h["counted"] for h in built.trainer.history] == [3, 6]
+    message = problem(path, "addons.0.evry=2")
+    assert "addons[0].evry: add-on 'counter': unknown key 'evry' (did you mean 'every'?)" in message
 
 
 def test_missing_file_suggests_a_close_name(spec_file):

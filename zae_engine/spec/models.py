@@ -156,7 +156,7 @@ def problems_from_pydantic(
             if len(path) == 2 and path[0] == "addons":
                 message += ", e.g. - {name: state_manager, save_path: runs/x}"
         else:
-            message, got = item["msg"], f" (got {item['input']!r})"
+            message, got = item["msg"].removeprefix("Value error, "), f" (got {item['input']!r})"
         messages, _ = merged.setdefault(path, ([], got))
         if message not in messages:
             messages.append(message)
