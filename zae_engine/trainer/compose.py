@@ -182,7 +182,7 @@ def compose(base: type, new: tuple[type[AddOnBase], ...]) -> type:
     combined = (*base._addon_classes, *new)
     check_class_set(combined, base.__name__)
     for cls in new:
-        clash = TRAINER_FIELDS & set(cls.Config.model_fields)
+        clash = TRAINER_FIELDS & set(cls.Config.model_fields) - set(cls.sets_trainer_options)
         if clash:
             raise CompositionError(f"{cls.label()} claims the Trainer's own keyword(s) {sorted(clash)}; rename them")
     _check_shared_keywords(combined)

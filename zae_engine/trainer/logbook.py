@@ -9,6 +9,7 @@ Memory: 4 bytes per step per scalar key, plus at most `_FLUSH_EVERY` pending val
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator, MutableMapping
 from typing import Any
 
 import torch
@@ -113,11 +114,67 @@ class StepLog:
         bad = torch.nonzero(~torch.isfinite(self._buffers[key][: self.count]))
         return int(bad[0, 0]) if bad.numel() else None
 
+    def keys(self) -> list[str]:
+        return list(self._columns)
+
+    def values_of(self, key: str) -> list:
+        """One key's step values as a new list (scalars as floats: one host sync)."""
+        if key in self._scalar:
+            self._flush()
+            return self._buffers[key][: self.count].tolist()
+        return list(self._columns[key])
+
     def as_lists(self) -> dict[str, list]:
-        """Step values as plain Python lists (what `Trainer.log_train`/`log_test` show)."""
-        self._flush()
-        n = self.count
-        return {k: (self._buffers[k][:n].tolist() if k in self._scalar else list(v)) for k, v in self._columns.items()}
+        """Step values as plain Python lists."""
+        return {key: self.values_of(key) for key in self._columns}
+
+
+class EpochLog(MutableMapping):
+    """`Trainer.log_train` / `log_test`: this epoch's per-step results, key -> list, that the user may add to.
+
+    A key the loop records (what `train_step`/`test_step` returned) reads as a new list of its values so far; a key
+    the user writes (`log["acc"] = [...]`) or appends to (`log["output"].append(x)`, a missing key starts as an
+    empty list) keeps that list, and a user's list shadows a recorded key of the same name. Everything is cleared
+    when the next epoch of that mode starts. The loop's own recording never goes through this (no host sync).
+    """
+
+    def __init__(self, recorded: StepLog) -> None:
+        self.recorded = recorded
+        self._added: dict[str, Any] = {}
+
+    def __getitem__(self, key: str) -> Any:
+        if key in self._added:
+            return self._added[key]
+        if key in self.recorded._columns:
+            return self.recorded.values_of(key)
+        return self._added.setdefault(key, [])
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return self[key] if key in self else default
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._added or key in self.recorded._columns
+
+    def __setitem__(self, key: str, value: Any) -> None:
+        self._added[key] = value
+
+    def __delitem__(self, key: str) -> None:
+        del self._added[key]
+
+    def __iter__(self) -> Iterator[str]:
+        yield from self._added
+        yield from (key for key in self.recorded._columns if key not in self._added)
+
+    def __len__(self) -> int:
+        return len(self._added.keys() | self.recorded._columns.keys())
+
+    def clear(self) -> None:
+        """Start a new epoch: the loop's records and what the user added."""
+        self.recorded.reset()
+        self._added = {}
+
+    def __repr__(self) -> str:
+        return f"EpochLog({dict(self)!r})"
 
 
 def _stack(values: list, device: torch.device) -> torch.Tensor:

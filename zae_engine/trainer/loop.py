@@ -40,12 +40,13 @@ from zae_engine.trainer.batch import move_to_device
 from zae_engine.trainer.config import TRAINER_FIELDS, TrainerConfig
 from zae_engine.trainer.devices import DeviceLike, parse_devices
 from zae_engine.trainer.display import REFRESH_SECONDS, BarDisplay, LineDisplay, NullDisplay
-from zae_engine.trainer.logbook import StepLog
+from zae_engine.trainer.logbook import EpochLog, StepLog
 from zae_engine.trainer.progress import ProgressChecker
 
 _PREFIX = {"train": "train/", "valid": "valid/", "test": "test/"}
 _AMP_DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 _NO_CONTEXT = nullcontext()
+_CPU = torch.device("cpu")
 
 
 class Trainer(ABC, metaclass=compose.TrainerMeta):
@@ -158,14 +159,14 @@ class Trainer(ABC, metaclass=compose.TrainerMeta):
         return {}
 
     @property
-    def log_train(self) -> dict[str, list]:
-        """This epoch's per-step training results, key -> list (cleared when an epoch starts)."""
-        return self._logs["train"].as_lists()
+    def log_train(self) -> EpochLog:
+        """This epoch's per-step training results, key -> list; add your own keys (cleared when an epoch starts)."""
+        return self._epoch_logs["train"]
 
     @property
-    def log_test(self) -> dict[str, list]:
-        """This epoch's per-step validation/test results, key -> list."""
-        return self._logs["test"].as_lists()
+    def log_test(self) -> EpochLog:
+        """This epoch's per-step validation/test (or `inference`) results, key -> list; add your own keys too."""
+        return self._epoch_logs["test"]
 
     @property
     def is_rank_zero(self) -> bool:
@@ -203,13 +204,30 @@ class Trainer(ABC, metaclass=compose.TrainerMeta):
                 torch.cuda.set_device(device)
             self.model = self.model.to(device)
         self._logs = {"train": StepLog(device), "test": StepLog(device)}
+        self._epoch_logs = {mode: EpochLog(log) for mode, log in self._logs.items()}
         self._non_blocking = device.type == "cuda"  # copies from pinned host memory overlap with compute
-        dtype = _AMP_DTYPES[self.config.precision]
+        self._set_up_precision()
+
+    def _set_up_precision(self) -> None:
+        """One autocast context and one gradient scaler (enabled only for fp16): the step has no precision branches."""
+        device, precision = self.device, self.config.precision
+        dtype = _AMP_DTYPES[precision]
         self._amp = _NO_CONTEXT if dtype is None else torch.autocast(device.type, dtype=dtype)
         scale = self._scaler.state_dict() if getattr(self, "_scaler", None) is not None else None
-        self._scaler = torch.amp.GradScaler(device.type, enabled=self.config.precision == "fp16")  # no-op unless fp16
+        self._scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16")
         if scale:
             self._scaler.load_state_dict(scale)
+
+    def reconfigure(self, **options: Any) -> None:
+        """Replace some of the Trainer's options (validated like the constructor's); not while `run()` is going."""
+        unknown = [key for key in options if key not in TRAINER_FIELDS]
+        if unknown:
+            raise compose.unknown_keyword(type(self), unknown[0], TRAINER_FIELDS)
+        try:
+            self.config = TrainerConfig.model_validate({**self.config.model_dump(), **options})
+        except ValidationError as err:
+            raise ConfigError(pydantic_message(type(self).__name__, err)) from None
+        self._set_up_precision()
 
     def toggle(self, mode: str | None = None) -> None:
         """Switch to `mode`, or flip between 'train' and 'test'."""
@@ -283,7 +301,7 @@ class Trainer(ABC, metaclass=compose.TrainerMeta):
         """One pass over `loader` in the current mode; returns the epoch means (reduced over ranks)."""
         train = self.mode == "train"
         log = self._logs[self.mode]
-        log.reset()
+        self._epoch_logs[self.mode].clear()
         self.model.train(train)
         total = _length(loader)
         display = self._display
@@ -573,16 +591,27 @@ class Trainer(ABC, metaclass=compose.TrainerMeta):
             return
         apply_state_dict(self.unwrapped_model, load_weights(path), repr(str(path)), strict)
 
-    def inference(self, loader: Iterable) -> list:
-        """`test_step` over `loader` without touching weights; a list of each step's 'output' (or its whole dict)."""
+    def inference(self, loader: Iterable, to_cpu: bool = True) -> list:
+        """`test_step` over `loader` without touching weights; a list of each step's 'output' (or its whole dict).
+
+        Results are detached copies on the CPU (so a large set does not pile up in GPU memory) unless `to_cpu=False`,
+        and are also in `log_test` afterwards (`trainer.log_test["output"]`). The previous mode comes back even when
+        a step fails.
+        """
         previous = self.mode
         self.toggle("test")
         self.model.eval()
+        log = self._epoch_logs["test"]
+        log.clear()
         results = []
         try:
             with torch.no_grad(), self._amp:
                 for batch in loader:
                     result = self.test_step(move_to_device(batch, self.device, self._non_blocking))
+                    if to_cpu:
+                        result = move_to_device(result, _CPU)
+                    if isinstance(result, dict):
+                        log.recorded.append(result)
                     results.append(result["output"] if isinstance(result, dict) and "output" in result else result)
         finally:
             self.toggle(previous)

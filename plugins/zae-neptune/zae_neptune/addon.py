@@ -12,7 +12,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from zae_engine.trainer.addons.tracking import TrackerAddonBase, first_line
+from zae_engine.trainer.addons.tracking import TrackerAddonBase, first_line, keyword_names
 from zae_neptune.config import NeptuneLoggerConfig
 
 _SERVER_MODES = ("async", "sync")
@@ -22,12 +22,20 @@ class NeptuneLoggerAddon(TrackerAddonBase):
     """Log epoch summaries, running step metrics, the run configuration and (optionally) checkpoints to Neptune."""
 
     name = "neptune"
+    setting_aliases = {"project_name": "project", "api_tkn": "api_token"}  # upstream zae-engine's keys
     display_name = "Neptune"
     Config = NeptuneLoggerConfig
 
     def _explicit_run_id(self) -> str | None:
         settings = self.settings()
         return settings.get("custom_run_id") or settings.get("with_id") or os.environ.get("NEPTUNE_CUSTOM_RUN_ID")
+
+    def _client_parameters(self) -> set[str] | None:
+        try:
+            import neptune
+        except Exception:  # a broken client install: run() reports it as a tracker warning
+            return None
+        return keyword_names(neptune.init_run)
 
     def _client_open(self, settings: dict[str, Any], continuing: bool) -> Any:
         import neptune

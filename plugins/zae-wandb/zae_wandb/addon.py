@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
-from zae_engine.trainer.addons.tracking import TrackerAddonBase, first_line
+from zae_engine.trainer.addons.tracking import TrackerAddonBase, first_line, keyword_names
 from zae_wandb.config import WandBLoggerConfig
 
 _LOCAL_MODES = ("offline", "disabled", "dryrun")
@@ -29,6 +29,14 @@ class WandBLoggerAddon(TrackerAddonBase):
     def _explicit_run_id(self) -> str | None:
         return self.settings().get("id") or os.environ.get("WANDB_RUN_ID")
 
+    def _client_parameters(self) -> set[str] | None:
+        try:
+            import wandb
+        except Exception:  # a broken client install: run() reports it as a tracker warning
+            return None
+        names = keyword_names(wandb.init)
+        return None if names is None else names | {"api_key"}  # api_key goes into wandb.Settings
+
     def _client_open(self, settings: dict[str, Any], continuing: bool) -> Any:
         import wandb
 
@@ -41,6 +49,10 @@ class WandBLoggerAddon(TrackerAddonBase):
         if not _is_local(settings) and not _has_credentials(settings):
             settings["mode"] = "offline"
             reason = "no API key found (WANDB_API_KEY, `wandb login` or api_key in web_logger['wandb'])"
+        api_key = settings.pop("api_key", None)
+        if api_key:  # wandb.init takes the key through its Settings, not as a keyword of its own
+            extra = settings.get("settings")
+            settings["settings"] = wandb.Settings(**(dict(extra) if isinstance(extra, dict) else {}), api_key=api_key)
         try:
             run = wandb.init(**settings)
         except Exception as exc:

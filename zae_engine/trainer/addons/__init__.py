@@ -16,6 +16,7 @@ _CORE = {  # core add-ons (they import torch), loaded on first use
     "StateManagerAddon": "zae_engine.trainer.addons.state_manager",
     "EarlyStoppingAddon": "zae_engine.trainer.addons.early_stopping",
     "EMAAddon": "zae_engine.trainer.addons.ema",
+    "PrecisionMixerAddon": "zae_engine.trainer.addons.precision",
     "TrackerAddonBase": "zae_engine.trainer.addons.tracking",
 }
 

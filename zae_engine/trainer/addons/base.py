@@ -89,6 +89,9 @@ class AddOnBase:
     conflicts: ClassVar[tuple[str, ...]] = ()
     #: methods this add-on lends to the trainer, e.g. ("save_state", "load_state")
     trainer_methods: ClassVar[tuple[str, ...]] = ()
+    #: Trainer options this add-on takes in a form of its own and sets on the trainer (flat keywords of these
+    #: names go to the add-on); e.g. ("precision",) for PrecisionMixerAddon
+    sets_trainer_options: ClassVar[tuple[str, ...]] = ()
     #: zae-engine versions this add-on supports (a PEP 440 specifier such as ">=0.2,<1"); "" means any
     supported_engine: ClassVar[str] = ""
 

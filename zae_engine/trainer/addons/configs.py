@@ -83,6 +83,16 @@ class EMAConfig(AddOnConfig):
     )
 
 
+class PrecisionMixerConfig(AddOnConfig):
+    """Pick the Trainer's mixed precision for the hardware (the upstream PrecisionMixerAddon's keyword)."""
+
+    precision: str | list[str] = Field(
+        "auto",
+        description="'auto' (bf16 where the GPU supports it, else fp16 on CUDA, fp32 on the CPU), one of 'fp32', "
+        "'bf16', 'fp16', or a list in order of preference, e.g. ['bf16', 'fp16'] (the first the device supports).",
+    )
+
+
 class TrackerConfig(AddOnConfig):
     """Options every experiment-tracker add-on shares (each tracker's Config subclasses this)."""
 
@@ -103,4 +113,4 @@ class TrackerConfig(AddOnConfig):
     )
 
 
-__all__ = ["EMAConfig", "EarlyStoppingConfig", "StateManagerConfig", "TrackerConfig"]
+__all__ = ["EMAConfig", "EarlyStoppingConfig", "PrecisionMixerConfig", "StateManagerConfig", "TrackerConfig"]

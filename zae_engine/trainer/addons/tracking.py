@@ -22,6 +22,7 @@ reported once as a `TrackerWarning`, the tracker is switched off for the rest of
 
 from __future__ import annotations
 
+import inspect
 import json
 import re
 import uuid
@@ -56,6 +57,8 @@ class TrackerAddonBase(AddOnBase):
     config: TrackerConfig
     #: what `run()`-time messages call this tracker, e.g. "W&B"
     display_name: ClassVar[str] = "tracker"
+    #: upstream zae-engine's names for client settings -> the client's names (renamed with a note)
+    setting_aliases: ClassVar[dict[str, str]] = {}
     # report: after the add-ons that update and persist state, so what is logged is final for the epoch
     phase = "report"
 
@@ -91,6 +94,10 @@ class TrackerAddonBase(AddOnBase):
         """The run id the user fixed in their settings, if any."""
         return None
 
+    def _client_parameters(self) -> set[str] | None:
+        """Keyword names the client's run constructor takes (None: not checked)."""
+        return None
+
     # ------------------------------------------------------------------ hooks
     def on_attach(self) -> None:
         """Settings that name an add-on this trainer lacks are refused now, not as a warning mid-run."""
@@ -108,6 +115,28 @@ class TrackerAddonBase(AddOnBase):
                 f"{self.label()}: upload_checkpoints=True uploads what the state_manager add-on saves, but it is "
                 "not on this trainer; add StateManagerAddon, or drop upload_checkpoints"
             )
+        self._check_own_settings()
+
+    def _check_own_settings(self) -> None:
+        """Upstream's key names are renamed with a note; a key the client does not take is an error, now."""
+        given = (self.config.web_logger or {}).get(self.name) or {}
+        for old, new in self.setting_aliases.items():
+            if old in given:
+                warnings.warn(
+                    f"{self.display_name}: web_logger['{self.name}']['{old}'] is upstream zae-engine's name; "
+                    f"write '{new}' (accepted for now)",
+                    FutureWarning,
+                    stacklevel=2,
+                )
+        accepted = self._client_parameters()
+        if accepted is None:
+            return
+        for key in self.settings():
+            if key not in accepted:
+                raise ConfigError(
+                    f"{self.label()}: web_logger['{self.name}'] has '{key}', which the {self.display_name} client does "
+                    f"not take{did_you_mean(key, accepted)}; its settings: {', '.join(sorted(accepted))}"
+                )
 
     def on_run_start(self) -> None:
         if not is_rank_zero():
@@ -163,8 +192,9 @@ class TrackerAddonBase(AddOnBase):
 
     # ------------------------------------------------------------------ shared pieces
     def settings(self) -> dict[str, Any]:
-        """A copy of this tracker's entry in `web_logger` (the client's own keyword arguments)."""
-        return dict((self.config.web_logger or {}).get(self.name) or {})
+        """A copy of this tracker's entry in `web_logger` (the client's own keyword arguments), upstream names renamed."""
+        given = dict((self.config.web_logger or {}).get(self.name) or {})
+        return {self.setting_aliases.get(key, key): value for key, value in given.items()}
 
     def run_configuration(self) -> dict[str, Any]:
         """Everything that describes this run, JSON-safe, with secrets (api keys, tokens) masked."""
@@ -220,6 +250,16 @@ class TrackerAddonBase(AddOnBase):
             return
         self._uploaded = stamp
         self._guarded(f"uploading checkpoint {stamp[0]}", self._client_upload, Path(stamp[0]))
+
+
+def keyword_names(function: Callable[..., Any]) -> set[str] | None:
+    """The named keyword parameters of a client's constructor (its **kwargs are not a promise to take anything)."""
+    try:
+        params = inspect.signature(function).parameters.values()
+    except (TypeError, ValueError):
+        return None
+    kinds = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+    return {p.name for p in params if p.kind in kinds and p.name != "self"}
 
 
 def first_line(exc: Exception) -> str:
