@@ -49,7 +49,7 @@ def run(spec_path: Path, overrides: list[str], launcher: LaunchOptions) -> None:
         )
     started = time.perf_counter()
     try:
-        trainer.run(built.n_epoch, built.loader, built.valid_loader)
+        trainer.run(built.n_epoch, built.loader, built.valid_loader, total=True)  # run.n_epoch is the run's total
     except KeyboardInterrupt:
         if _rank_zero():
             out.print(summary(trainer, time.perf_counter() - started, stopped=True), markup=False)
@@ -59,7 +59,7 @@ def run(spec_path: Path, overrides: list[str], launcher: LaunchOptions) -> None:
 
 
 def summary(trainer: Any, seconds: float, stopped: bool = False) -> str:
-    """'done: 5 epoch(s) in 2.1 s; best valid/loss 0.1234 (epoch 5); checkpoints: runs/demo'."""
+    """'done: 5 epoch(s) in 2.1 s; best valid/acc 0.9825 (epoch 4); checkpoints: runs/demo'."""
     epochs = len(trainer.history)
     head = "stopped" if stopped else "done"
     parts = [
@@ -67,9 +67,10 @@ def summary(trainer: Any, seconds: float, stopped: bool = False) -> str:
         if epochs or not _ran_elsewhere(trainer)
         else f"{head} in {seconds:.1f} s (training ran in worker processes)"
     ]
-    best = getattr(trainer, "best", {}) or {}
-    if best.get("metric") is not None and best.get("epoch") is not None:
-        parts.append(f"best {best['metric']} {best['value']:.4f} (epoch {best['epoch']})")
+    best = best_epoch(trainer)
+    if best is not None:
+        metric, value, epoch = best
+        parts.append(f"best {metric} {value:.4f} (epoch {epoch})")
     folders = [
         str(Path(addon.config.save_path).resolve())
         for addon in trainer.addons.values()
@@ -81,6 +82,21 @@ def summary(trainer: Any, seconds: float, stopped: bool = False) -> str:
         else "checkpoints: none (add `- {name: state_manager, save_path: ...}` under addons to keep them)"
     )
     return "; ".join(parts)
+
+
+def best_epoch(trainer: Any) -> tuple[str, float, int] | None:
+    """(metric, value, epoch) of the best epoch by the state manager's monitor, else by the trainer's best metric."""
+    config = getattr(trainer.addons.get("state_manager"), "config", None)
+    metric = getattr(config, "monitor", None) or (trainer.best or {}).get("metric")
+    if metric is None:
+        return None
+    better = max if getattr(config, "monitor", None) and config.monitor_mode == "max" else min
+    scored = [(h[metric], h["epoch"]) for h in trainer.history if isinstance(h.get(metric), (int, float))]
+    scored = [(v, e) for v, e in scored if v == v]  # NaN never counts
+    if not scored:
+        return None
+    value, epoch = better(scored, key=lambda pair: pair[0])
+    return metric, value, epoch
 
 
 def _ran_elsewhere(trainer: Any) -> bool:

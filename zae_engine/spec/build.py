@@ -324,19 +324,28 @@ def _build(plan: RunPlan, path: FieldPath, component: Component, *injected: Any)
 
 
 def _loader(plan: RunPlan, name: str, spec: LoaderSpec) -> Any:
+    """A DataLoader whose order (and worker seeds) per epoch follow from run.seed: a resumed run sees the same data."""
     import torch
-    from torch.utils.data import DataLoader
+    from torch.utils.data import DataLoader, IterableDataset
 
+    from zae_engine.data import EpochSampler
     from zae_engine.seeding import seed_worker
 
     dataset = _build(plan, ("data", name, "dataset"), spec.dataset)
-    generator = torch.Generator()
-    if plan.spec.run.seed is not None:
-        generator.manual_seed(plan.spec.run.seed)
-    options = spec.model_dump(exclude={"dataset", "collate_fn"})
+    seed = plan.spec.run.seed if plan.spec.run.seed is not None else int(torch.empty((), dtype=torch.int64).random_())
+    generator = torch.Generator().manual_seed(seed)
+    options = spec.model_dump(exclude={"dataset", "collate_fn", "shuffle"})
     collate = plan.classes.get(("data", name, "collate_fn"))
+    sampler = None
+    if not isinstance(dataset, IterableDataset):
+        try:
+            sampler = EpochSampler(len(dataset), spec.shuffle, seed, generator)
+        except TypeError:
+            raise plan.source.fail(("data", name, "dataset"), "the dataset has no len(); give it __len__") from None
     try:
-        return DataLoader(dataset, **options, collate_fn=collate, generator=generator, worker_init_fn=seed_worker)
+        return DataLoader(
+            dataset, **options, sampler=sampler, collate_fn=collate, generator=generator, worker_init_fn=seed_worker
+        )
     except (TypeError, ValueError) as exc:
         raise plan.source.fail(("data", name), f"DataLoader: {exc}") from None
 

@@ -11,6 +11,7 @@ import functools
 import math
 import os
 import signal
+import sys
 import threading
 import warnings
 from abc import ABC, abstractmethod
@@ -24,6 +25,7 @@ from pydantic import ValidationError
 from torch import nn
 
 from zae_engine.checkpoint.weights import apply_state_dict, load_weights, save_weights
+from zae_engine.data import set_loader_epoch
 from zae_engine.distributed import all_reduce_mean, average_gradients, every_rank, is_distributed, is_rank_zero
 from zae_engine.errors import (
     AddOnWarning,
@@ -42,6 +44,7 @@ from zae_engine.trainer.devices import DeviceLike, parse_devices
 from zae_engine.trainer.display import REFRESH_SECONDS, BarDisplay, LineDisplay, NullDisplay
 from zae_engine.trainer.logbook import EpochLog, StepLog
 from zae_engine.trainer.progress import ProgressChecker
+from zae_engine.trainer.resume import merge_optimizer, merge_scheduler
 
 _PREFIX = {"train": "train/", "valid": "valid/", "test": "test/"}
 _AMP_DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -237,14 +240,20 @@ class Trainer(ABC, metaclass=compose.TrainerMeta):
             raise ConfigError(f"{type(self).__name__}.toggle: mode must be 'train' or 'test', got {mode!r}")
         self.config = self.config.model_copy(update={"mode": mode})
 
-    def run(self, n_epoch: int, loader: Iterable, valid_loader: Iterable | None = None) -> None:
-        """Train (or, in test mode, evaluate) for `n_epoch` epochs, validating after each when given a loader."""
+    def run(self, n_epoch: int, loader: Iterable, valid_loader: Iterable | None = None, *, total: bool = False) -> None:
+        """Train (or, in test mode, evaluate) for `n_epoch` more epochs, validating after each when given a loader.
+
+        `total=True`: train until `n_epoch` epochs are done in all — after a resume only those left, and none when
+        the run is already complete — so a job that may be restarted can always be launched the same way.
+        """
         if self._launcher is not None:
-            return self._launcher.launch(n_epoch, loader, valid_loader)
-        return self.run_in_process(n_epoch, loader, valid_loader)
+            return self._launcher.launch(n_epoch, loader, valid_loader, total=total)
+        return self.run_in_process(n_epoch, loader, valid_loader, total=total)
 
     # ------------------------------------------------------------------ the loop
-    def run_in_process(self, n_epoch: int, loader: Iterable, valid_loader: Iterable | None = None) -> None:
+    def run_in_process(
+        self, n_epoch: int, loader: Iterable, valid_loader: Iterable | None = None, *, total: bool = False
+    ) -> None:
         """The loop itself, in this process. Launchers call this in each worker they start."""
         if isinstance(n_epoch, bool) or not isinstance(n_epoch, int) or n_epoch < 0:
             raise ConfigError(f"{type(self).__name__}.run: 'n_epoch' must be a whole number >= 0, got {n_epoch!r}")
@@ -261,8 +270,12 @@ class Trainer(ABC, metaclass=compose.TrainerMeta):
         with self._graceful_signals():
             try:
                 _call(hooks.on_run_start)  # may restore a checkpoint: check the schedule after it
-                self._check_scheduler_budget(n_epoch, loader)
                 first = self.progress_checker.get_epoch()
+                if total:
+                    n_epoch = max(0, n_epoch - (first - 1))  # epochs a resumed checkpoint already holds are done
+                    if n_epoch == 0 and self.is_rank_zero:
+                        self._display_note(f"already complete: {first - 1} epoch(s) done; nothing to train")
+                self._check_scheduler_budget(n_epoch, loader)
                 self._display.run_start(first, first + n_epoch - 1)
                 for _ in range(n_epoch):
                     epoch = self.progress_checker.get_epoch()
@@ -305,7 +318,9 @@ class Trainer(ABC, metaclass=compose.TrainerMeta):
         self.model.train(train)
         total = _length(loader)
         display = self._display
-        display.epoch_start(self.progress_checker.get_epoch(), self.mode, total)
+        epoch = self.progress_checker.get_epoch()
+        set_loader_epoch(loader, epoch)  # samplers whose order is a function of the epoch (exact on resume)
+        display.epoch_start(epoch, self.mode, total)
         if train:  # accumulation groups shrink near the end of a sized epoch; without accumulation nothing to track
             self._remaining = total if self.config.grad_accum_steps > 1 else None
             self._micro = 0
@@ -570,9 +585,12 @@ class Trainer(ABC, metaclass=compose.TrainerMeta):
                 signal.signal(sig, handler)
 
     def _display_note(self, text: str) -> None:
+        """One line for the person watching: through the progress display when a run shows one, else stderr."""
         console = getattr(self._display, "console", None)
         if console is not None:
             console.print(text, markup=False)
+        else:
+            print(text, file=sys.stderr)
 
     # ------------------------------------------------------------------ weights and state
     def save_model(self, path: str) -> None:
@@ -629,12 +647,24 @@ class Trainer(ABC, metaclass=compose.TrainerMeta):
             "addons": {name: addon.state_dict() for name, addon in self.addons.items()},
         }
 
-    def load_state_dict(self, state: dict[str, Any], source: str = "the checkpoint") -> None:
+    def load_state_dict(self, state: dict[str, Any], source: str = "the checkpoint") -> list[str]:
+        """Restore a `state_dict()`: progress from it, hyper-parameters from the current settings where they differ.
+
+        Returns those differences ("scheduler total_iters 5 -> 10", ...), so a resume can say what it changed.
+        """
+        differences: list[str] = []
         apply_state_dict(self.unwrapped_model, state["model"], source)
+        scheduled = self.scheduler is not None and state.get("scheduler") is not None
         if state.get("optimizer") is not None and self.optimizer is not None:
-            self.optimizer.load_state_dict(state["optimizer"])
-        if state.get("scheduler") is not None and hasattr(self.scheduler, "load_state_dict"):
-            self.scheduler.load_state_dict(state["scheduler"])
+            saved, changed = merge_optimizer(state["optimizer"], self.optimizer.state_dict(), scheduled)
+            self.optimizer.load_state_dict(saved)
+            differences += changed
+        if scheduled and hasattr(self.scheduler, "load_state_dict"):
+            saved, changed = merge_scheduler(state["scheduler"], self.scheduler.state_dict())
+            self.scheduler.load_state_dict(saved)
+            differences += changed
+            if changed:
+                self._rates_from_schedule()
         if state.get("scaler") is not None and self._scaler.is_enabled():
             self._scaler.load_state_dict(state["scaler"])
         self.progress_checker.load_state_dict(state["progress"])
@@ -643,6 +673,17 @@ class Trainer(ABC, metaclass=compose.TrainerMeta):
         for name, addon_state in (state.get("addons") or {}).items():
             if name in self.addons:
                 self.addons[name].load_state_dict(addon_state)
+        return differences
+
+    def _rates_from_schedule(self) -> None:
+        """After a schedule's shape changed on resume, set the rate it gives at the resumed position."""
+        from zae_engine.schedulers.core import SchedulerBase
+
+        if isinstance(self.scheduler, SchedulerBase):  # closed form: the rate at any step is known
+            rates = self.scheduler.get_lr()
+            for group, rate in zip(self.optimizer.param_groups, rates):
+                group["lr"] = rate
+            self.scheduler._last_lr = list(rates)
 
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()

@@ -41,13 +41,13 @@ class MultiGPUAddon(LauncherAddon):
         for sampler in self.samplers:
             sampler.set_epoch(epoch)  # a different shuffle every epoch, the same on every rank
 
-    def launch(self, n_epoch: int, loader: Iterable, valid_loader: Iterable | None = None) -> None:
+    def launch(self, n_epoch: int, loader: Iterable, valid_loader: Iterable | None = None, total: bool = False) -> None:
         """Where the run happens: in the process group torchrun made, in this process (one device), or in workers."""
         trainer = self.trainer
         if launched_by_torchrun() or dist.is_initialized():
-            return run_rank(trainer, self._joined_plan(), n_epoch, loader, valid_loader)
+            return run_rank(trainer, self._joined_plan(), n_epoch, loader, valid_loader, total)
         if len(trainer.devices) == 1:
-            return trainer.run_in_process(n_epoch, loader, valid_loader)
+            return trainer.run_in_process(n_epoch, loader, valid_loader, total=total)
         devices = tuple(str(d) for d in trainer.devices)
         world = len(devices)
         plan = SpawnPlan(
@@ -59,6 +59,7 @@ class MultiGPUAddon(LauncherAddon):
             threads=self.config.threads_per_worker or max(1, (os.cpu_count() or 1) // world),
             folder="",
             n_epoch=n_epoch,
+            total=total,
             start_method=self.config.start_method,
         )
         state = spawn_run(trainer, plan, loader, valid_loader)

@@ -46,7 +46,9 @@ def default_backend(device: torch.device) -> str:
     return "nccl" if device.type == "cuda" else "gloo"
 
 
-def run_rank(trainer: Trainer, plan: RankPlan, n_epoch: int, loader: Iterable, valid_loader: Iterable | None) -> None:
+def run_rank(
+    trainer: Trainer, plan: RankPlan, n_epoch: int, loader: Iterable, valid_loader: Iterable | None, total: bool = False
+) -> None:
     """Train on this rank; joins (and afterwards leaves) the process group unless one is already up."""
     owns_group = not dist.is_initialized()
     if owns_group:
@@ -69,7 +71,7 @@ def run_rank(trainer: Trainer, plan: RankPlan, n_epoch: int, loader: Iterable, v
             options = {"find_unused_parameters": addon.config.find_unused_parameters, **addon.config.ddp_options}
             device_ids = [plan.device.index] if plan.device.type == "cuda" else None
             trainer.model = DistributedDataParallel(user_model, device_ids=device_ids, **options)
-        trainer.run_in_process(n_epoch, loader, valid_loader)
+        trainer.run_in_process(n_epoch, loader, valid_loader, total=total)
     finally:
         trainer.model = user_model  # the user's module again: usable after the process group is gone
         addon.samplers = ()

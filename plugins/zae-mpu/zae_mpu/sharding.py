@@ -43,7 +43,7 @@ def shard_loader(
             f"MultiGPUAddon: the {what} uses a custom batch_sampler ({type(loader.batch_sampler).__name__}), which "
             "cannot be split automatically. Make it rank-aware yourself and set shard_data=False"
         )
-    shuffle = isinstance(loader.sampler, RandomSampler)
+    shuffle = isinstance(loader.sampler, RandomSampler) or getattr(loader.sampler, "shuffle", False) is True
     sampler = DistributedSampler(loader.dataset, num_replicas=world_size, rank=rank, shuffle=shuffle, seed=seed)
     options = {name: getattr(loader, name) for name in _KEPT}
     if loader.num_workers > 0:

@@ -56,6 +56,7 @@ class SpawnPlan:
     folder: str
     n_epoch: int
     start_method: str = "forkserver"
+    total: bool = False  # n_epoch counts all epochs, a resumed checkpoint's included
 
 
 def spawn_run(trainer: Trainer, plan: SpawnPlan, loader: Iterable, valid_loader: Iterable | None) -> dict[str, Any]:
@@ -178,7 +179,7 @@ def _worker_main(rank: int, payload: bytes, plan: SpawnPlan, lifeline: Any) -> N
             timeout_s=plan.timeout_s,
             seed=plan.seed,
         )
-        run_rank(trainer, rank_plan, plan.n_epoch, loader, valid_loader)
+        run_rank(trainer, rank_plan, plan.n_epoch, loader, valid_loader, plan.total)
         if rank == 0:
             write_state(folder, handback_state(trainer))
     except BaseException as exc:

@@ -204,7 +204,7 @@ def _check_signature(cls: type, attr: str, implementation: Any) -> None:
         return  # no signature to read (a builtin): the call will tell
 
 
-def _launch_reference(self: Any, n_epoch: int, loader: Any, valid_loader: Any = None) -> None:
+def _launch_reference(self: Any, n_epoch: int, loader: Any, valid_loader: Any = None, total: bool = False) -> None:
     """How a trainer calls `LauncherAddon.launch`."""
 
 
@@ -218,9 +218,9 @@ def first_line(text: str | None) -> str:
 class LauncherAddon(AddOnBase):
     """An add-on that decides *where* `run()` happens (e.g. spawned DDP workers); at most one per trainer.
 
-    `launch` gets `run()`'s arguments and must end up calling `trainer.run_in_process(...)` wherever the
-    training really runs (this process, or each worker).
+    `launch` gets `run()`'s arguments and must end up calling `trainer.run_in_process(...)` with them wherever
+    the training really runs (this process, or each worker).
     """
 
-    def launch(self, n_epoch: int, loader: Any, valid_loader: Any = None) -> None:
+    def launch(self, n_epoch: int, loader: Any, valid_loader: Any = None, total: bool = False) -> None:
         raise NotImplementedError(f"{type(self).__name__} must implement launch()")

@@ -136,7 +136,7 @@ class StateManagerAddon(AddOnBase):
         source = repr(str(target))
         trainer = self.trainer
         try:
-            trainer.load_state_dict(state, source)
+            differences = trainer.load_state_dict(state, source)
         except CheckpointError:
             raise
         except (KeyError, ValueError, TypeError, RuntimeError, IndexError) as exc:
@@ -148,6 +148,11 @@ class StateManagerAddon(AddOnBase):
         if rng is not None:
             restore_rng(rng, source)
             self._pending_rng = rng
+        if differences and is_rank_zero():
+            trainer._display_note(
+                f"resumed from {source} at epoch {trainer.progress_checker.get_epoch() - 1}; "
+                f"these settings differ from the checkpoint's, yours apply: {'; '.join(differences)}"
+            )
         history = state.get("history")
         if isinstance(history, list):
             trainer.history = [dict(h) for h in history if isinstance(h, dict)]
