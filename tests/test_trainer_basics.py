@@ -291,3 +291,27 @@ def test_progress_bar_shows_epochs_and_summaries(loader, capsys):
     make(log_bar=True).run(2, loader, loader)
     out = capsys.readouterr().out
     assert "epoch 2/2" in out and "valid/loss" in out and "epochs" in out
+
+
+def test_a_failing_validation_start_leaves_the_trainer_in_train_mode():
+    from zae_engine.testing import make_loader, make_trainer
+    from zae_engine.trainer.addons import AddOnBase
+
+    class BreaksValidation(AddOnBase):
+        name = "breaks_validation"
+        armed = True
+
+        def on_validation_start(self):
+            if self.armed:
+                raise RuntimeError("validation could not start")
+
+    addon = BreaksValidation()
+    trainer = make_trainer(addon)
+    with pytest.raises(RuntimeError, match="could not start"):
+        trainer.run(1, make_loader(), valid_loader=make_loader())
+    assert trainer.mode == "train"
+    addon.armed = False
+    before = trainer.model.weight.detach().clone()
+    trainer.run(1, make_loader(), valid_loader=make_loader())
+    assert not torch.equal(before, trainer.model.weight)  # it trained, not only evaluated
+    assert "train/loss" in trainer.history[-1] and "valid/loss" in trainer.history[-1]

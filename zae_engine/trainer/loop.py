@@ -653,7 +653,8 @@ class Trainer(ABC, metaclass=compose.TrainerMeta):
         Returns those differences ("scheduler total_iters 5 -> 10", ...), so a resume can say what it changed.
         """
         differences: list[str] = []
-        apply_state_dict(self.unwrapped_model, state["model"], source)
+        if state.get("model") is not None:
+            apply_state_dict(self.unwrapped_model, state["model"], source)
         scheduled = self.scheduler is not None and state.get("scheduler") is not None
         if state.get("optimizer") is not None and self.optimizer is not None:
             saved, changed = merge_optimizer(state["optimizer"], self.optimizer.state_dict(), scheduled)
@@ -667,7 +668,8 @@ class Trainer(ABC, metaclass=compose.TrainerMeta):
                 self._rates_from_schedule()
         if state.get("scaler") is not None and self._scaler.is_enabled():
             self._scaler.load_state_dict(state["scaler"])
-        self.progress_checker.load_state_dict(state["progress"])
+        if state.get("progress") is not None:
+            self.progress_checker.load_state_dict(state["progress"])
         best = state.get("best") or {}
         self.best.update({k: best[k] for k in ("metric", "value", "epoch") if k in best})
         for name, addon_state in (state.get("addons") or {}).items():

@@ -31,11 +31,28 @@ def test_handback_round_trip_keeps_int_keys_tuples_and_infinities(tmp_path):
     optimizer.load_state_dict(back["optimizer"])  # what the launching process does with it
 
 
-def test_a_part_that_cannot_be_handed_back_is_left_out_with_a_warning(tmp_path):
-    with pytest.warns(UserWarning, match="'scheduler' cannot be handed back"):
-        write_state(tmp_path, {"model": {"w": torch.ones(2)}, "scheduler": {"fn": lambda e: e}})
+def test_an_addon_part_that_cannot_be_handed_back_is_left_out_and_the_rest_comes_back(tmp_path):
+    from zae_mpu.handback import take_back, trainer_parts
+
+    from zae_engine.testing import make_loader, make_trainer
+    from zae_engine.trainer.addons import AddOnBase
+
+    class KeepsAFunction(AddOnBase):
+        name = "keeps_a_function"
+
+        def state_dict(self):
+            return {"fn": lambda epoch: epoch}  # cannot be encoded without pickle
+
+    worker = make_trainer(KeepsAFunction(), lr=0.5)
+    worker.run(2, make_loader())
+    with pytest.warns(UserWarning, match="'addon:keeps_a_function' cannot be handed back"):
+        write_state(tmp_path, trainer_parts(worker))
     back = read_state(tmp_path)
-    assert list(back) == ["model"]
+    assert "addon:keeps_a_function" not in back and {"model", "optimizer", "progress", "history"} <= set(back)
+    parent = make_trainer(KeepsAFunction(), lr=0.5)
+    take_back(parent, back)  # the parent does not die on the missing part
+    assert torch.equal(parent.model.weight, worker.model.weight)
+    assert parent.progress_checker.get_epoch() == 3 and parent.history == worker.history
 
 
 def _collate(items):

@@ -16,6 +16,7 @@ import torch.distributed as dist
 from zae_engine.errors import ConfigError
 from zae_engine.trainer.addons.base import LauncherAddon
 from zae_mpu.config import MultiGPUConfig
+from zae_mpu.handback import take_back
 from zae_mpu.ports import resolve_init_method
 from zae_mpu.rank import RankPlan, default_backend, launched_by_torchrun, run_rank
 from zae_mpu.spawn import SpawnPlan, spawn_run
@@ -62,8 +63,7 @@ class MultiGPUAddon(LauncherAddon):
             total=total,
             start_method=self.config.start_method,
         )
-        state = spawn_run(trainer, plan, loader, valid_loader)
-        self._take_back(state)
+        take_back(trainer, spawn_run(trainer, plan, loader, valid_loader))
 
     def _joined_plan(self) -> RankPlan:
         """Rank and device when torchrun (or the user) started the process group."""
@@ -94,12 +94,3 @@ class MultiGPUAddon(LauncherAddon):
 
     def _backend(self, device: torch.device) -> str:
         return default_backend(device) if self.config.backend == "auto" else self.config.backend
-
-    def _take_back(self, state: dict[str, Any]) -> None:
-        """Make this process's trainer (and the user's objects it holds) what rank 0 ended with."""
-        trainer = self.trainer
-        trainer.load_state_dict(state["trainer"], "the state rank 0 handed back")
-        trainer.history = list(state["history"])
-        best_weights = state.get("best_weights")
-        if best_weights is not None:
-            trainer._best_weights = best_weights

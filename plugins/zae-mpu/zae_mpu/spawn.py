@@ -32,7 +32,7 @@ import torch.multiprocessing as mp
 from zae_engine.errors import ConfigError, TrainingInterrupted
 from zae_engine.seeding import seed_everything
 from zae_mpu.failures import RankFailedError, first_failure, rank_died_error, rank_failed_error, record_failure
-from zae_mpu.handback import TREE, read_state, write_state
+from zae_mpu.handback import TREE, read_state, trainer_parts, write_state
 from zae_mpu.rank import RankPlan, run_rank
 
 if TYPE_CHECKING:
@@ -181,7 +181,7 @@ def _worker_main(rank: int, payload: bytes, plan: SpawnPlan, lifeline: Any) -> N
         )
         run_rank(trainer, rank_plan, plan.n_epoch, loader, valid_loader, plan.total)
         if rank == 0:
-            write_state(folder, handback_state(trainer))
+            write_state(folder, trainer_parts(trainer))
     except BaseException as exc:
         record_failure(folder, rank, exc)
         sys.exit(1)
@@ -190,15 +190,6 @@ def _worker_main(rank: int, payload: bytes, plan: SpawnPlan, lifeline: Any) -> N
 def _device_for(name: str, rank: int) -> torch.device:
     device = torch.device(name)
     return torch.device("cuda", rank) if device.type == "cuda" and device.index is None else device
-
-
-def handback_state(trainer: Trainer) -> dict[str, Any]:
-    """What the launching process needs to look as if it had trained itself."""
-    return {
-        "trainer": trainer.state_dict(),
-        "history": trainer.history,
-        "best_weights": trainer._best_weights,
-    }
 
 
 def _restore_step_tracking(optimizer: Any) -> None:
