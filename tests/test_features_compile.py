@@ -26,3 +26,38 @@ def test_compiled_model_trains_like_eager_and_saves_under_the_original_keys(tmp_
     fresh = make_trainer(compile_model=True)
     fresh.apply_weights(str(tmp_path / "model.safetensors"))
     assert_same_weights(fresh.unwrapped_model.state_dict(), saved)
+
+
+def test_under_ddp_the_wrapped_module_is_compiled_not_the_other_way_round(tmp_path):
+    import torch.distributed as dist
+    from torch.nn.parallel import DistributedDataParallel
+
+    from zae_engine.trainer.addons import AddOnBase, LauncherAddon
+
+    class OneRankDDP(LauncherAddon):
+        """A launcher as zae-mpu's: wraps the model in DDP (one gloo rank here), then runs the loop."""
+
+        name = "one_rank_ddp"
+
+        def launch(self, n_epoch, loader, valid_loader=None, total=False):
+            trainer = self.trainer
+            dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'rendezvous'}", rank=0, world_size=1)
+            user_model = trainer.model
+            try:
+                trainer.model = DistributedDataParallel(user_model)
+                trainer.run_in_process(n_epoch, loader, valid_loader, total=total)
+            finally:
+                trainer.model = user_model
+                dist.destroy_process_group()
+
+    class SeesTheModel(AddOnBase):
+        name = "sees_the_model"
+        seen = None
+
+        def on_epoch_start(self, epoch):
+            SeesTheModel.seen = self.trainer.model
+
+    trainer = make_trainer(addons=[OneRankDDP(), SeesTheModel()], compile_model=True)
+    trainer.run(1, batches(16, 8))
+    assert isinstance(SeesTheModel.seen._orig_mod, DistributedDataParallel)  # compile(DDP(model))
+    assert isinstance(trainer.model, torch.nn.Linear)  # the user's module again after the run

@@ -116,8 +116,6 @@ class Trainer(ABC, metaclass=compose.TrainerMeta):
             )
         # with a launcher over several devices the workers place the model; the parent leaves it where it is
         self._place(self.device, move_model=self._launcher is None or len(self.devices) == 1)
-        if self.config.compile_model:
-            self.model = torch.compile(self.model)
         for hook in self._hooks.on_attach:
             hook()
 
@@ -262,6 +260,9 @@ class Trainer(ABC, metaclass=compose.TrainerMeta):
                 f"{type(self).__name__}.run: 'loader' is None; pass a DataLoader or any iterable of batches"
             )
         hooks = self._hooks
+        if self.config.compile_model and not hasattr(self.model, "_orig_mod"):
+            # here, after a launcher wrapped the model (DDP): compile(DDP(model)) lets dynamo split graphs at buckets
+            self.model = torch.compile(self.model)
         self._display = self._make_display()
         self._interrupt, self.should_stop = None, False
         if self.mode == "train":

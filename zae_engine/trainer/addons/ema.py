@@ -93,6 +93,9 @@ class EMAAddon(AddOnBase):
     def on_run_start(self) -> None:
         if self.weights is None:
             self.reset()
+            return
+        model_state = self._model_state()  # the trainer may have moved (set_device): the average follows the model
+        self.weights = {k: v.to(model_state[k].device) for k, v in self.weights.items()}
 
     def on_optimizer_step(self) -> None:
         if (self.trainer.progress_checker.get_step() - 1) % self.config.update_every == 0:
