@@ -83,6 +83,24 @@ def every_rank(flag: bool, device: torch.device) -> bool:
     return _agree(flag, device, dist.ReduceOp.MIN)
 
 
+def all_gather_rows(tensor: torch.Tensor, device: torch.device) -> list[torch.Tensor]:
+    """Every rank's `tensor` (rows may differ in number between ranks), in rank order; [tensor] in one process."""
+    if not is_distributed():
+        return [tensor]
+    where = _collective_device(device)
+    local = tensor.detach().to(where)
+    rows = torch.tensor([local.shape[0] if local.dim() else 1], dtype=torch.int64, device=where)
+    counts = [torch.zeros_like(rows) for _ in range(dist.get_world_size())]
+    dist.all_gather(counts, rows)
+    longest = int(max(c.item() for c in counts))
+    flat = local.reshape(-1, *local.shape[1:]) if local.dim() else local.reshape(1)
+    padded = torch.zeros((longest, *flat.shape[1:]), dtype=flat.dtype, device=where)
+    padded[: flat.shape[0]] = flat
+    gathered = [torch.empty_like(padded) for _ in counts]
+    dist.all_gather(gathered, padded)
+    return [part[: int(count.item())].to(tensor.device) for part, count in zip(gathered, counts)]
+
+
 def average_gradients(grads: list[torch.Tensor]) -> None:
     """Mean of each gradient over ranks, in place (what DDP does, for backwards it did not sync)."""
     if not is_distributed():

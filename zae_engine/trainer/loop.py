@@ -26,7 +26,14 @@ from torch import nn
 
 from zae_engine.checkpoint.weights import apply_state_dict, load_weights, save_weights
 from zae_engine.data import set_loader_epoch
-from zae_engine.distributed import all_reduce_mean, average_gradients, every_rank, is_distributed, is_rank_zero
+from zae_engine.distributed import (
+    all_gather_rows,
+    all_reduce_mean,
+    average_gradients,
+    every_rank,
+    is_distributed,
+    is_rank_zero,
+)
 from zae_engine.errors import (
     AddOnWarning,
     ConfigError,
@@ -103,6 +110,7 @@ class Trainer(ABC, metaclass=compose.TrainerMeta):
         self._micro = 0
         self._group = 1
         self._remaining: int | None = None
+        self._epoch_loader: Iterable | None = None  # what `gather` reads the sampler of
 
         attachment = compose.attach(self, [*flat, *addons])
         self.addons = attachment.addons
@@ -156,8 +164,31 @@ class Trainer(ABC, metaclass=compose.TrainerMeta):
         """One evaluation batch (run under no_grad) -> a dict of results, usually with 'loss'."""
 
     def metric_on_epoch_end(self) -> dict[str, Any]:
-        """Override to add epoch-level metrics (from `log_train`/`log_test`) to the epoch summary."""
+        """Override to add epoch-level metrics (from `log_train`/`log_test`) to the epoch summary.
+
+        Under DDP each rank sees its shard and the values returned are averaged over ranks — right for means,
+        wrong for F1, AUC or a median: compute those on `self.gather(...)` of the per-sample values instead.
+        """
         return {}
+
+    def gather(self, values: torch.Tensor | Sequence[torch.Tensor]) -> torch.Tensor:
+        """Per-sample values of this epoch from every rank, as if one process had seen the whole data set.
+
+        Give one tensor (rows = samples) or a list of them (e.g. `self.log_test["preds"]`, concatenated). Under DDP
+        the rows of all ranks come back in the sampler's global order, without the samples a DistributedSampler
+        repeated to even out the shards; in one process the input comes back concatenated. Call it on every rank.
+        """
+        local = values if isinstance(values, torch.Tensor) else torch.cat([torch.as_tensor(v) for v in values])
+        parts = all_gather_rows(local, self.device)
+        if len(parts) == 1:
+            return parts[0]
+        sampler = getattr(self._epoch_loader, "sampler", None)
+        size = getattr(getattr(self._epoch_loader, "dataset", None), "__len__", None)
+        per_rank = getattr(sampler, "num_samples", None)
+        if per_rank is not None and size is not None and all(len(p) == per_rank for p in parts):
+            # rank r's i-th sample is the sampler's (i * world + r)-th: interleave, then drop the repeated tail
+            return torch.stack(parts, dim=1).reshape(-1, *parts[0].shape[1:])[: size()]
+        return torch.cat(parts)
 
     @property
     def log_train(self) -> EpochLog:
@@ -320,6 +351,7 @@ class Trainer(ABC, metaclass=compose.TrainerMeta):
         total = _length(loader)
         display = self._display
         epoch = self.progress_checker.get_epoch()
+        self._epoch_loader = loader
         set_loader_epoch(loader, epoch)  # samplers whose order is a function of the epoch (exact on resume)
         display.epoch_start(epoch, self.mode, total)
         if train:  # accumulation groups shrink near the end of a sized epoch; without accumulation nothing to track
@@ -345,6 +377,7 @@ class Trainer(ABC, metaclass=compose.TrainerMeta):
         self._check_finite(log, means)
         display.refresh(log.count, means, self._lr())
         means.update({k: float(v) for k, v in self.metric_on_epoch_end().items()})
+        self._epoch_loader = None
         return all_reduce_mean(means, self.device)
 
     def run_batch(self, batch: Any) -> dict[str, Any] | None:
@@ -691,6 +724,7 @@ class Trainer(ABC, metaclass=compose.TrainerMeta):
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
         state["_display"] = NullDisplay()  # consoles hold terminals; a worker makes its own
+        state["_epoch_loader"] = None
         del state["_hooks"]  # bound methods: rebuilt by __setstate__
         return state
 
