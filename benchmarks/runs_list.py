@@ -3,9 +3,9 @@
     python benchmarks/runs_list.py [--runs 1000] [--rounds 7]
     python benchmarks/runs_list.py --quick       # 20 runs, 1 round: checks that it runs
 
-Twenty runs are recorded with `RunRecorder` (ten epochs each, mixed statuses, one still running in a child
-process so the liveness check is paid too); the rest are copies of them under fresh ids, which is the same
-work for a reader and spares a minute of fsyncs. Then `zae runs list` (table and --json) runs as a
+Nineteen runs are recorded with `RunRecorder` (ten epochs each, every final status) and one more is kept
+`running` by a child process, so the liveness check is paid too; the rest are copies of them under fresh ids,
+which is the same work for a reader and spares a minute of fsyncs. Then `zae runs list` (table and --json) runs as a
 subprocess, medians printed next to `python -c pass` and `zae --help`.
 """
 

@@ -25,7 +25,11 @@ def flatten(value: Any, prefix: str = "", depth: int = 0) -> dict[str, Any]:
     elif isinstance(value, list) and value:
         names = [item.get("name") if isinstance(item, dict) else None for item in value]
         keyed = all(isinstance(n, str) for n in names) and len(set(names)) == len(names)
-        items = [(n, {k: v for k, v in item.items() if k != "name"} or None) for n, item in zip(names, value)] if keyed else [(str(i), v) for i, v in enumerate(value)]
+        items = (
+            [(n, {k: v for k, v in item.items() if k != "name"} or None) for n, item in zip(names, value)]
+            if keyed
+            else [(str(i), v) for i, v in enumerate(value)]
+        )
     else:
         return {prefix: value} if prefix else {}
     flat: dict[str, Any] = {}

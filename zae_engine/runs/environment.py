@@ -13,7 +13,6 @@ import re
 import socket
 import subprocess
 from functools import lru_cache
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +23,8 @@ _PLUGIN = re.compile(r"^zae[-_.]")
 
 
 def _version(distribution: str) -> str | None:
+    from importlib import metadata  # here, not at the top: readers of run records never need it
+
     try:
         return metadata.version(distribution)
     except metadata.PackageNotFoundError:
@@ -37,6 +38,8 @@ def versions() -> dict[str, Any]:
 
 @lru_cache(maxsize=1)
 def _versions() -> dict[str, Any]:  # what is imported cannot change within a process; scanning takes ~20 ms
+    from importlib import metadata
+
     plugins: dict[str, str] = {}
     for dist in metadata.distributions():
         name = (dist.metadata["Name"] or "").strip()

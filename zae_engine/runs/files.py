@@ -81,7 +81,8 @@ def _fsync_dir(directory: Path) -> None:
 def open_no_follow(path: Path) -> int:
     """A read-only descriptor of a regular file; a symlink is refused, so a record never points elsewhere."""
     try:
-        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+        # O_NONBLOCK: a FIFO planted under a run file's name must not hang the reader in open()
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_NOFOLLOW", 0))
     except FileNotFoundError:
         raise UnreadableFile("missing") from None
     except OSError as exc:

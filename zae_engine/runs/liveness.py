@@ -47,7 +47,7 @@ def writer_alive(path: Path) -> bool | None:
     if fcntl is None:
         return None
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | getattr(os, "O_NOFOLLOW", 0))
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK | getattr(os, "O_NOFOLLOW", 0))
     except FileNotFoundError:
         return False  # the writer makes the lock before it writes run.json; no lock, no live writer
     except OSError:

@@ -105,7 +105,9 @@ def _run_folders(root: Path) -> list[Path]:
     except FileNotFoundError:
         return []
     except NotADirectoryError:
-        raise RunsError(f"'{root}' is a file, not a runs folder; pass --dir with the folder runs are recorded in") from None
+        raise RunsError(
+            f"'{root}' is a file, not a runs folder; pass --dir with the folder runs are recorded in"
+        ) from None
     folders = [
         Path(entry.path)
         for entry in entries
@@ -245,7 +247,11 @@ def read_metrics(run: Run) -> Metrics:
 
 
 def _point(row: Any) -> Point | None:
-    if not isinstance(row, dict) or row.get("kind") not in ("epoch", "step") or not isinstance(row.get("metrics"), dict):
+    if (
+        not isinstance(row, dict)
+        or row.get("kind") not in ("epoch", "step")
+        or not isinstance(row.get("metrics"), dict)
+    ):
         return None
     epoch, step, time = row.get("epoch"), row.get("step"), row.get("time")
     if not isinstance(step, int) or not (epoch is None or isinstance(epoch, int)):
