@@ -286,6 +286,8 @@ def test_export_csv_to_a_file(recorded, tmp_path):
     epochs = [row for row in rows if row["kind"] == "epoch"]
     assert [row["epoch"] for row in epochs] == ["1", "2", "3"]
     assert float(epochs[-1]["valid/loss"]) == pytest.approx(1.2 / 3.1)
+    nowhere = zae("runs", "export", "baseline", "--csv", "--out", str(tmp_path / "missing" / "x.csv"), root=recorded)
+    assert nowhere.returncode == 1 and "does not exist; create it first" in nowhere.stderr
     no_format = zae("runs", "export", "baseline", root=recorded)
     assert no_format.returncode == 1 and "--csv" in no_format.stderr
     rows_json = as_json("runs", "export", "baseline", root=recorded)
@@ -378,3 +380,18 @@ def test_output_cut_short_by_the_reader_is_not_an_error(recorded, command):
         os.close(write_end)
     assert result.returncode == 1
     assert result.stderr.decode() == ""
+
+
+def test_names_and_options_that_look_like_markup_are_printed_as_text(tmp_path):
+    from zae_engine.runs import RunRecorder
+
+    root = tmp_path / "runs"
+    for name in ("a[/b]", "[bold]c"):
+        with RunRecorder(root).start(name=name, options={"[/x]": "[red]y"}, tags={"t": "[/]"}) as recorder:
+            recorder.log({"train/loss": 1.0, "[/m]": 2.0}, step=1, epoch=1)
+    for args in (["list"], ["show", "a[/b]"], ["compare", "a[/b]", "[bold]c"], ["plot", "a[/b]", "--metric", "[/m]"]):
+        result = zae("runs", *args, root=root)
+        assert result.returncode == 0, (args, result.stderr)
+        assert "a[/b]" in result.stdout, args
+    shown = zae("runs", "show", "a[/b]", root=root).stdout
+    assert '"[red]y"' in shown and "[/m]" in shown and "t=[/]" in shown

@@ -124,9 +124,12 @@ def test_the_with_block_finishes_by_how_it_ends(tmp_path):
         raise ValueError("exploded\nwith a long second line")
     with pytest.raises(KeyboardInterrupt), RunRecorder(root).start(name="ctrl-c"):
         raise KeyboardInterrupt
+    with pytest.raises(SystemExit), RunRecorder(root).start(name="exit-0"):
+        sys.exit(0)
     runs, damaged = list_runs(root)
     assert not damaged
-    assert {run.name: run.status for run in runs} == {"ok": "done", "boom": "failed", "ctrl-c": "interrupted"}
+    statuses = {run.name: run.status for run in runs}
+    assert statuses == {"ok": "done", "boom": "failed", "ctrl-c": "interrupted", "exit-0": "done"}
     assert next(run for run in runs if run.name == "boom").record.error == "ValueError: exploded"
 
 

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
@@ -78,6 +79,7 @@ def _best(run: Run) -> str:
 
 
 def _label(run: Run) -> str:
+    """How a run is named in legends and column heads (plain text: escape it for rich markup)."""
     return f"{run.name} ({run.id})"
 
 
@@ -125,7 +127,7 @@ def list_command(
         _print_json([run.summary() for run in runs])
         return
     if not runs:
-        out.print(f"no runs in '{root}'" + ("" if root.is_dir() else " (the folder does not exist)"))
+        out.print(f"no runs in '{root}'" + ("" if root.is_dir() else " (the folder does not exist)"), markup=False)
         return
     rows = [
         (
@@ -215,8 +217,8 @@ def show_command(
         table = Table("checkpoint", "kind", "epoch", "step", "value", "", title="checkpoints", title_justify="left")
         for c in checkpoints:
             table.add_row(
-                str(Path(c.save_path) / c.name),
-                c.kind,
+                escape(str(Path(c.save_path) / c.name)),
+                escape(c.kind),
                 _number(c.epoch),
                 _number(c.step),
                 _number(c.value),
@@ -224,7 +226,7 @@ def show_command(
             )
         out.print(table)
     for note in notes:
-        out.print(f"[dim]{note}[/]", markup=True)
+        out.print(f"[dim]{escape(note)}[/]")
     losses = [name for name in LOSSES if metrics.series(name)]
     if losses:
         from zae_engine.runs.chart import Series, line_chart
@@ -245,25 +247,23 @@ def _print_record(run: Run) -> None:
     grid = Table.grid(padding=(0, 2))
     grid.add_column(style="bold")
     grid.add_column()
-    grid.add_row("run", f"{record.name}  [dim]{record.id}[/]")
-    grid.add_row("status", _status(run.status) + (f"  {record.error}" if record.error else ""))
-    grid.add_row("folder", str(run.path))
+    grid.add_row("run", f"{escape(record.name)}  [dim]{escape(record.id)}[/]")
+    grid.add_row("status", _status(run.status) + (f"  {escape(record.error)}" if record.error else ""))
+    grid.add_row("folder", escape(str(run.path)))
     grid.add_row("started", f"{_local(record.started)}  ({_duration(run.duration_s())}, {record.epochs} epochs)")
     if record.ended:
         grid.add_row("ended", _local(record.ended))
-    grid.add_row("best", _best(run))
-    grid.add_row(
-        "where",
-        f"{record.host}  pid {record.pid}  world size {record.world_size}  devices {', '.join(record.devices) or '—'}",
-    )
+    grid.add_row("best", escape(_best(run)))
+    devices = ", ".join(record.devices) or "—"
+    grid.add_row("where", escape(f"{record.host}  pid {record.pid}  world size {record.world_size}  devices {devices}"))
     versions = record.versions
     plugins = ", ".join(f"{name} {version}" for name, version in (versions.get("plugins") or {}).items())
     shown = ", ".join(f"{name} {versions[name]}" for name in ("zae-engine", "torch", "python") if versions.get(name))
-    grid.add_row("versions", shown + (f"; plugins: {plugins}" if plugins else ""))
+    grid.add_row("versions", escape(shown + (f"; plugins: {plugins}" if plugins else "")))
     if record.git:
-        grid.add_row("git", record.git.commit[:12] + (" (uncommitted changes)" if record.git.dirty else ""))
+        grid.add_row("git", escape(record.git.commit[:12]) + (" (uncommitted changes)" if record.git.dirty else ""))
     if record.tags:
-        grid.add_row("tags", ", ".join(f"{k}={v}" for k, v in record.tags.items()))
+        grid.add_row("tags", escape(", ".join(f"{k}={v}" for k, v in record.tags.items())))
     out.print(grid)
     from zae_engine.runs.compare import flatten
 
@@ -271,7 +271,7 @@ def _print_record(run: Run) -> None:
     if options:
         table = Table("option", "value", title="spec" if record.spec else "options", title_justify="left")
         for key, value in options.items():
-            table.add_row(key, json.dumps(value, default=str))
+            table.add_row(escape(key), escape(json.dumps(value, default=str)))
         out.print(table)
 
 
@@ -285,7 +285,7 @@ def _print_metrics(metrics: Metrics, best_epoch: int | None) -> None:
     if at_best:
         table.add_column(f"best epoch ({best_epoch})")
     for name in dict.fromkeys([*final, *at_best]):
-        table.add_row(name, _number(final.get(name)), *([_number(at_best.get(name))] if at_best else []))
+        table.add_row(escape(name), _number(final.get(name)), *([_number(at_best.get(name))] if at_best else []))
     out.print(table)
 
 
@@ -319,17 +319,17 @@ def compare_command(
             }
         )
         return
-    labels = [_label(run) for run in runs]
+    labels = [escape(_label(run)) for run in runs]
     head = Table("", *labels, title="runs", title_justify="left")
     head.add_row("status", *(_status(run.status) for run in runs))
     head.add_row("epochs", *(str(run.record.epochs) for run in runs))
-    head.add_row("best", *(_best(run) for run in runs))
+    head.add_row("best", *(escape(_best(run)) for run in runs))
     head.add_row("started", *(_local(run.record.started) for run in runs))
     out.print(head)
     if options:
         table = Table("option", *labels, title="options that differ", title_justify="left")
         for key, values in options.items():
-            table.add_row(key, *("—" if v is MISSING else json.dumps(v, default=str) for v in values))
+            table.add_row(escape(key), *("—" if v is MISSING else escape(json.dumps(v, default=str)) for v in values))
         out.print(table)
     else:
         out.print("options: the same in every run")
@@ -337,7 +337,7 @@ def compare_command(
         if metrics[part]:
             table = Table("metric", *labels, title=title, title_justify="left")
             for name, values in metrics[part].items():
-                table.add_row(name, *(_number(v) for v in values))
+                table.add_row(escape(name), *(_number(v) for v in values))
             out.print(table)
 
 
@@ -399,12 +399,12 @@ def plot_command(
             out_file,
             x_label=per,
         )
-        out.print(f"wrote {out_file}")
+        out.print(f"wrote {out_file}", markup=False)
         return
     from zae_engine.runs.chart import Series, line_chart
 
     for name, found in curves.items():
-        out.print(f"[bold]{name}[/]")
+        out.print(f"[bold]{escape(name)}[/]")
         out.print(line_chart([Series(_label(run), points) for run, points in found], width=_chart_width(), x_label=per))
 
 
@@ -473,6 +473,8 @@ def export_command(
     if out_file is None:
         sys.stdout.write(text)
         return
+    if not out_file.parent.is_dir():
+        raise RunsError(f"--out '{out_file}': the folder '{out_file.parent}' does not exist; create it first")
     if out_file.is_dir():
         raise RunsError(f"--out '{out_file}' is a folder; name a file, e.g. {out_file / (run.id + '.csv')}")
     write_atomic(out_file, text)

@@ -6,6 +6,9 @@ reader that can take a shared lock on the file knows the writer is gone. Unlike 
 fooled by the PID being reused, and it works for a writer on another machine when the file system shares
 locks (NFSv4 does; Linux maps `flock` to NFS byte-range locks).
 
+On a file system without locks (an NFS mount with `nolock`), the writer records anyway and readers cannot
+tell: such a run shows as `running` until its record says otherwise.
+
 Caveat: a child forked by the writer (e.g. a DataLoader worker with the `fork` start method) shares the
 lock until it exits too; such workers end when their parent dies.
 """

@@ -211,7 +211,7 @@ class RunRecorder:
     ) -> None:
         if self._finished:
             return
-        if exc is None:
+        if exc is None or (isinstance(exc, SystemExit) and not exc.code):
             self.finish("done")
         elif isinstance(exc, KeyboardInterrupt):
             self.finish("interrupted", error_summary(exc) if str(exc) else None)
