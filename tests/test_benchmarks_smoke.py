@@ -38,3 +38,9 @@ def test_memory_benchmark_runs_a_few_steps():
     report = run_benchmark("benchmarks.memory")
     assert [s["steps"] for s in report["scenarios"]] == [400, 400]
     assert all(s["rss_end_mb"] > 0 for s in report["scenarios"])
+
+
+def test_runs_list_benchmark_runs_over_a_few_runs():
+    report = run_benchmark("benchmarks.runs_list")
+    assert report["runs"] == 20 and report["rounds"] == 1
+    assert all(value > 0 for value in report["median_s"].values())

@@ -17,7 +17,14 @@ def main() -> None:
         return
     from zae_engine.cli.app import app
 
-    app()
+    try:
+        app()
+        sys.stdout.flush()
+    except BrokenPipeError:  # the reader of our output left early (`zae runs list --json | head`): stop quietly
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        raise SystemExit(1) from None
 
 
 __all__ = ["main"]

@@ -40,7 +40,7 @@ def handled() -> Iterator[None]:
     """Exit 1 with one readable message on any error, 130 on Ctrl-C (143 on SIGTERM); tracebacks only with --debug."""
     try:
         yield
-    except typer.Exit:
+    except (typer.Exit, BrokenPipeError):  # a closed pipe (`zae ... | head`) is settled by `main`
         raise
     except KeyboardInterrupt as exc:  # includes TrainingInterrupted (SIGINT/SIGTERM during training)
         if state.debug:
