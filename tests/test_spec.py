@@ -97,7 +97,7 @@ def test_run_spec_is_plain_data_without_secrets(spec_file, monkeypatch):
     assert spec.addons[0].options["save_path"] == "/secret/place/toy"
     data = check_spec(spec, source).run_spec
     assert data["addons"] == [{"name": "state_manager", "save_path": "${ZAE_TEST_RUNS:-runs}/toy"}]
-    assert data["run"] == {"n_epoch": 1, "seed": 3, "deterministic": False}
+    assert data["run"] == {"n_epoch": 1, "seed": 3, "deterministic": False, "record": True}
     assert data["trainer"]["init_args"]["gradient_clip"] == 1.0
 
 

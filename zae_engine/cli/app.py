@@ -65,6 +65,7 @@ def run(
     node_rank: int = typer.Option(None, "--node-rank", min=0, help="This machine's rank (torchrun)."),
     master_addr: str = typer.Option(None, "--master-addr", help="Address of the rank-0 machine (torchrun)."),
     master_port: int = typer.Option(None, "--master-port", help="Port on the rank-0 machine (torchrun)."),
+    no_record: bool = typer.Option(False, "--no-record", help="Leave no run record under runs/ (run.record=false)."),
     debug: bool = typer.Option(False, "--debug", help=DEBUG_HELP),
 ) -> None:
     """Train from a spec with a progress display, then print a summary. Exit 0, 1 on error, 130 on Ctrl-C."""
@@ -76,6 +77,8 @@ def run(
         from zae_engine.demo import QUICKSTART_SPEC
 
         spec = QUICKSTART_SPEC
+    if no_record:
+        overrides = [*overrides, "run.record=false"]
     run_spec(spec, overrides, LaunchOptions(nproc_per_node, nnodes, node_rank, master_addr, master_port))
 
 

@@ -67,10 +67,11 @@ def summary(trainer: Any, seconds: float, stopped: bool = False) -> str:
         if epochs or not _ran_elsewhere(trainer)
         else f"{head} in {seconds:.1f} s (training ran in worker processes)"
     ]
+    from zae_engine.trainer.describe import best_epoch
+
     best = best_epoch(trainer)
     if best is not None:
-        metric, value, epoch = best
-        parts.append(f"best {metric} {value:.4f} (epoch {epoch})")
+        parts.append(f"best {best['metric']} {best['value']:.4f} (epoch {best['epoch']})")
     folders = [
         str(Path(addon.config.save_path).resolve())
         for addon in trainer.addons.values()
@@ -81,22 +82,10 @@ def summary(trainer: Any, seconds: float, stopped: bool = False) -> str:
         if folders
         else "checkpoints: none (add `- {name: state_manager, save_path: ...}` under addons to keep them)"
     )
+    record = getattr(trainer.addons.get("run_log"), "path", None)
+    if record is not None:
+        parts.append(f"record: {record} (zae runs show last)")
     return "; ".join(parts)
-
-
-def best_epoch(trainer: Any) -> tuple[str, float, int] | None:
-    """(metric, value, epoch) of the best epoch by the state manager's monitor, else by the trainer's best metric."""
-    config = getattr(trainer.addons.get("state_manager"), "config", None)
-    metric = getattr(config, "monitor", None) or (trainer.best or {}).get("metric")
-    if metric is None:
-        return None
-    better = max if getattr(config, "monitor", None) and config.monitor_mode == "max" else min
-    scored = [(h[metric], h["epoch"]) for h in trainer.history if isinstance(h.get(metric), (int, float))]
-    scored = [(v, e) for v, e in scored if v == v]  # NaN never counts
-    if not scored:
-        return None
-    value, epoch = better(scored, key=lambda pair: pair[0])
-    return metric, value, epoch
 
 
 def _ran_elsewhere(trainer: Any) -> bool:

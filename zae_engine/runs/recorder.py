@@ -21,13 +21,13 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Literal
 
+from zae_engine.redact import masked
 from zae_engine.runs import environment
 from zae_engine.runs.files import LineAppender, dumps, json_ready, write_atomic
 from zae_engine.runs.liveness import WriterLock
 from zae_engine.runs.names import default_name, new_run_id
 from zae_engine.runs.record import FINAL_STATUSES, LOCK_NAME, METRICS_NAME, RECORD_NAME, Best, RunRecord
 
-_SECRET_KEY = ("api_key", "apikey", "api_token", "token", "secret", "password", "passwd")
 MAX_ERROR_CHARS = 300
 _ID_ATTEMPTS = 50
 
@@ -37,18 +37,6 @@ def error_summary(exc: BaseException) -> str:
     lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
     text = f"{type(exc).__name__}: {lines[0]}" if lines else type(exc).__name__
     return text[:MAX_ERROR_CHARS]
-
-
-def masked(value: Any) -> Any:
-    """Options with the values of secret-looking keys (api_key, token, password, ...) replaced by '***'."""
-    if isinstance(value, dict):
-        return {
-            k: "***" if v and isinstance(k, str) and k.lower().endswith(_SECRET_KEY) else masked(v)
-            for k, v in value.items()
-        }
-    if isinstance(value, list):
-        return [masked(v) for v in value]
-    return value
 
 
 class RunRecorder:

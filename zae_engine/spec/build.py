@@ -221,6 +221,8 @@ def check_spec(spec: RunSpec, source: SpecSource) -> RunPlan:
         plan.classes[path] = target
 
     plan.addons = _check_addons(spec, source)
+    if spec.run.record and not any(cls.name == "run_log" for cls, _ in plan.addons):
+        plan.addons.append((get_addon("run_log"), {}))  # every zae run leaves a record unless asked not to
     devices = spec.device if isinstance(spec.device, list) else [spec.device]
     if len(devices) > 1 and not any(issubclass(cls, LauncherAddon) for cls, _ in plan.addons):
         raise source.fail(

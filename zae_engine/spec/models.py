@@ -107,6 +107,11 @@ class RunOptions(_Strict):
     n_epoch: int = Field(ge=0, description="epochs to train (or evaluate, in test mode)")
     seed: int | None = Field(0, description="seeds python, numpy, torch and loader workers; null leaves them alone")
     deterministic: StrictBool = Field(False, description="ask torch for deterministic kernels (slower)")
+    record: StrictBool = Field(
+        True,
+        description="leave a run record under runs/ for `zae runs` (the run_log add-on with its defaults, unless "
+        "the spec lists its own); false, or `zae run --no-record`, leaves none",
+    )
 
 
 class RunSpec(_Strict):

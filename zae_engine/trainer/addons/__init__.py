@@ -17,6 +17,7 @@ _CORE = {  # core add-ons (they import torch), loaded on first use
     "EarlyStoppingAddon": "zae_engine.trainer.addons.early_stopping",
     "EMAAddon": "zae_engine.trainer.addons.ema",
     "PrecisionMixerAddon": "zae_engine.trainer.addons.precision",
+    "RunLogAddon": "zae_engine.trainer.addons.run_log",
     "TrackerAddonBase": "zae_engine.trainer.addons.tracking",
 }
 

@@ -93,6 +93,17 @@ class PrecisionMixerConfig(AddOnConfig):
     )
 
 
+class RunLogConfig(AddOnConfig):
+    """A record of every run on disk (settings, versions, metrics, status) for `zae runs` to list, compare and plot."""
+
+    dir: str = Field("runs", description="Folder that holds one sub-folder per recorded run.")
+    run_name: str | None = Field(None, description="A readable name for the record; default: two random words.")
+    tags: dict[str, str] = Field(default_factory=dict, description="Labels stored with the record (e.g. a sweep's).")
+    log_steps: bool = Field(
+        True, description="Also record the running means every log_interval optimizer steps, not only epochs."
+    )
+
+
 class TrackerConfig(AddOnConfig):
     """Options every experiment-tracker add-on shares (each tracker's Config subclasses this)."""
 
@@ -113,4 +124,11 @@ class TrackerConfig(AddOnConfig):
     )
 
 
-__all__ = ["EMAConfig", "EarlyStoppingConfig", "PrecisionMixerConfig", "StateManagerConfig", "TrackerConfig"]
+__all__ = [
+    "EMAConfig",
+    "EarlyStoppingConfig",
+    "PrecisionMixerConfig",
+    "RunLogConfig",
+    "StateManagerConfig",
+    "TrackerConfig",
+]

@@ -23,7 +23,6 @@ reported once as a `TrackerWarning`, the tracker is switched off for the rest of
 from __future__ import annotations
 
 import inspect
-import json
 import re
 import uuid
 import warnings
@@ -35,10 +34,10 @@ from zae_engine.distributed import is_rank_zero
 from zae_engine.errors import ConfigError, did_you_mean
 from zae_engine.trainer.addons.base import AddOnBase
 from zae_engine.trainer.addons.configs import TrackerConfig
+from zae_engine.trainer.describe import run_configuration
 
 RUNNING_PREFIX = "running/"
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
-_SECRET = re.compile(r"(^|_)(api_?key|key|api_?token|token|secret|password)$")
 
 
 class TrackerWarning(UserWarning):
@@ -198,23 +197,7 @@ class TrackerAddonBase(AddOnBase):
 
     def run_configuration(self) -> dict[str, Any]:
         """Everything that describes this run, JSON-safe, with secrets (api keys, tokens) masked."""
-        trainer = self.trainer
-        model = trainer.unwrapped_model
-        config: dict[str, Any] = {
-            "trainer": {"class": type(trainer).__name__, **trainer.config.model_dump()},
-            "model": {"class": _qualname(model), "parameters": sum(p.numel() for p in model.parameters())},
-            "addons": {name: addon.config.model_dump() for name, addon in trainer.addons.items()},
-            "tracker_run_id": self.tracker_run_id,
-        }
-        if trainer.optimizer is not None:
-            hyper = {k: v for k, v in trainer.optimizer.param_groups[0].items() if k != "params"}
-            config["optimizer"] = {"class": _qualname(trainer.optimizer), **hyper}
-        if trainer.scheduler is not None:
-            config["scheduler"] = {"class": _qualname(trainer.scheduler)}
-        spec = getattr(trainer, "run_spec", None)
-        if spec:
-            config["spec"] = spec
-        return _masked(_json_safe(config))
+        return {**run_configuration(self.trainer), "tracker_run_id": self.tracker_run_id}
 
     def notify(self, message: str) -> None:
         """Tell the user something about this tracker (offline fallback, how to sync) as a TrackerWarning."""
@@ -276,24 +259,3 @@ def _quietly(fn: Callable[..., Any], *args: Any) -> None:
         fn(*args)
     except Exception:
         pass
-
-
-def _qualname(obj: Any) -> str:
-    cls = type(obj)
-    return f"{cls.__module__}.{cls.__qualname__}"
-
-
-def _json_safe(value: Any) -> Any:
-    """Round-trip through JSON so every tracker accepts it (tuples become lists, odd objects their repr)."""
-    return json.loads(json.dumps(value, default=repr))
-
-
-def _masked(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {
-            k: ("***" if isinstance(k, str) and _SECRET.search(k.lower()) and v else _masked(v))
-            for k, v in value.items()
-        }
-    if isinstance(value, list):
-        return [_masked(v) for v in value]
-    return value
