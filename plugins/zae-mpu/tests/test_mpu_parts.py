@@ -9,7 +9,7 @@ import pytest
 import torch
 from torch.utils.data import DataLoader, DistributedSampler, TensorDataset
 from zae_mpu.handback import read_state, write_state
-from zae_mpu.ports import port_is_free, resolve_init_method
+from zae_mpu.ports import hosted_rendezvous
 from zae_mpu.sharding import shard_loader
 from zae_mpu_testkit import make_dataset
 
@@ -67,18 +67,32 @@ def test_sharding_keeps_order_without_shuffle_and_refuses_what_it_cannot_split()
         shard_loader(by_sampler, 0, 2, seed=0, what="training loader")
 
 
-def test_ports_busy_free_and_any():
+def test_the_launcher_takes_the_port_itself_so_a_second_run_moves_or_is_refused(capfd):
+    with hosted_rendezvous("tcp://127.0.0.1:0", strict_port=True, timeout_s=5) as first:
+        assert first.hosted and first.init_method != "tcp://127.0.0.1:0"
+        port = int(first.init_method.rsplit(":", 1)[1])
+        with hosted_rendezvous(first.init_method, strict_port=False, timeout_s=5) as second:
+            assert second.hosted and second.init_method != first.init_method
+        assert f"port {port} is in use" in capfd.readouterr().err
+        with pytest.raises(ConfigError, match=f"port {port} .*already in use.*strict_port=False"):
+            with hosted_rendezvous(first.init_method, strict_port=True, timeout_s=5):
+                pass
+    with hosted_rendezvous(first.init_method, strict_port=True, timeout_s=5) as again:  # released at the end
+        assert again.init_method == first.init_method
+
+
+def test_a_port_held_by_another_program_is_swapped_and_other_schemes_pass_through():
     with socket.socket() as holder:
         holder.bind(("127.0.0.1", 0))
         holder.listen()
         busy = holder.getsockname()[1]
-        assert port_is_free("127.0.0.1", busy) is False
-        swapped = resolve_init_method(f"tcp://127.0.0.1:{busy}", strict_port=False)
-        assert swapped.startswith("tcp://127.0.0.1:") and swapped != f"tcp://127.0.0.1:{busy}"
-    assert resolve_init_method("tcp://localhost:0", strict_port=True) != "tcp://localhost:0"
-    assert resolve_init_method("env://", strict_port=True) == "env://"
+        with hosted_rendezvous(f"tcp://127.0.0.1:{busy}", strict_port=False, timeout_s=5) as moved:
+            assert moved.init_method.startswith("tcp://127.0.0.1:") and not moved.init_method.endswith(f":{busy}")
+    with hosted_rendezvous("env://", strict_port=True, timeout_s=5) as passed:
+        assert passed.init_method == "env://" and not passed.hosted
     with pytest.raises(ConfigError, match="not 'tcp://HOST:PORT'"):
-        resolve_init_method("tcp://localhost", strict_port=False)
+        with hosted_rendezvous("tcp://localhost", strict_port=False, timeout_s=5):
+            pass
 
 
 def test_registered_under_mpu_and_served_by_the_core_shim():

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import time
+from pathlib import Path
+
 import torch
 from torch import nn
 from torch.utils.data import TensorDataset
@@ -48,6 +52,24 @@ class FailingDDPTrainer(DDPTrainer):
     def train_step(self, batch):
         if get_rank() == 1 and self.progress_checker.get_step() == 3:
             raise ValueError("boom on rank 1 at step 3")
+        return super().train_step(batch)
+
+
+class MeetingDDPTrainer(DDPTrainer):
+    """Two runs of this trainer overlap for sure: at its first step, rank 0 of each says it is training (a file in
+    `meeting_folder`) and waits, at most two minutes, until the other run says so too."""
+
+    meeting_folder: str = ""
+    meeting_runs = 2
+
+    def train_step(self, batch):
+        if get_rank() == 0 and not hasattr(self, "met"):
+            folder = Path(self.meeting_folder)
+            (folder / str(os.getpid())).touch()
+            deadline = time.monotonic() + 120
+            while len(list(folder.iterdir())) < self.meeting_runs and time.monotonic() < deadline:
+                time.sleep(0.01)
+            self.met = True
         return super().train_step(batch)
 
 

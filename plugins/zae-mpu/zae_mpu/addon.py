@@ -16,7 +16,6 @@ from pydantic import Field
 
 from zae_engine.errors import ConfigError
 from zae_engine.trainer.addons.base import AddOnBase, AddOnConfig
-from zae_mpu.ports import resolve_init_method
 from zae_mpu.rank import RankPlan, default_backend, launched_by_torchrun, run_rank
 from zae_mpu.spawn import SpawnPlan, spawn_run
 
@@ -72,7 +71,7 @@ class MultiGPUAddon(AddOnBase):
         world = len(devices)
         plan = SpawnPlan(
             devices=devices,
-            init_method=resolve_init_method(self.config.init_method, self.config.strict_port),
+            init_method=self.config.init_method,
             backend=self._backend(trainer.devices[0]),
             timeout_s=self.config.timeout,
             seed=torch.initial_seed() % 2**31,
@@ -80,6 +79,7 @@ class MultiGPUAddon(AddOnBase):
             folder="",
             n_epoch=n_epoch,
             start_method=self.config.start_method,
+            strict_port=self.config.strict_port,
         )
         state = spawn_run(trainer, plan, loader, valid_loader)
         self._take_back(state)

@@ -1,6 +1,6 @@
 """Starting one worker process per device, watching them, and never leaving one behind.
 
-The launching process pickles (trainer, loaders) once and hands the bytes to each spawned worker; workers
+The launching process takes the run's rendezvous first (see `ports`), pickles (trainer, loaders) once and hands the bytes to each spawned worker; workers
 send nothing back but files: rank 0 writes the trained state (safetensors + JSON, see `handback`) and a rank
 that fails writes its traceback as JSON. The launcher waits on the workers' sentinels: the first one to exit
 with an error gets every other worker stopped (SIGTERM, then SIGKILL), and its traceback is raised here.
@@ -33,6 +33,7 @@ from zae_engine.errors import ConfigError, TrainingInterrupted
 from zae_engine.seeding import seed_everything
 from zae_mpu.failures import RankFailedError, first_failure, rank_died_error, rank_failed_error, record_failure
 from zae_mpu.handback import TREE, read_state, write_state
+from zae_mpu.ports import hosted_rendezvous
 from zae_mpu.rank import RankPlan, run_rank
 
 if TYPE_CHECKING:
@@ -56,6 +57,8 @@ class SpawnPlan:
     folder: str
     n_epoch: int
     start_method: str = "forkserver"
+    strict_port: bool = False
+    hosted_store: bool = False  # set by spawn_run: the launcher serves init_method's store
 
 
 def spawn_run(trainer: Trainer, plan: SpawnPlan, loader: Iterable, valid_loader: Iterable | None) -> dict[str, Any]:
@@ -63,8 +66,11 @@ def spawn_run(trainer: Trainer, plan: SpawnPlan, loader: Iterable, valid_loader:
     payload = _pickled(trainer, loader, valid_loader)
     context = _context(plan.start_method)
     world = len(plan.devices)
-    with tempfile.TemporaryDirectory(prefix="zae-mpu-") as folder:
-        plan = replace(plan, folder=folder)
+    with (
+        tempfile.TemporaryDirectory(prefix="zae-mpu-") as folder,
+        hosted_rendezvous(plan.init_method, plan.strict_port, plan.timeout_s) as rendezvous,
+    ):
+        plan = replace(plan, folder=folder, init_method=rendezvous.init_method, hosted_store=rendezvous.hosted)
         lifeline, launcher_end = context.Pipe(duplex=False)  # workers hold only the reading end
         workers = [
             context.Process(target=_worker_main, args=(rank, payload, plan, lifeline), name=f"zae-mpu-rank{rank}")
@@ -177,6 +183,7 @@ def _worker_main(rank: int, payload: bytes, plan: SpawnPlan, lifeline: Any) -> N
             backend=plan.backend,
             timeout_s=plan.timeout_s,
             seed=plan.seed,
+            hosted_store=plan.hosted_store,
         )
         run_rank(trainer, rank_plan, plan.n_epoch, loader, valid_loader)
         if rank == 0:
