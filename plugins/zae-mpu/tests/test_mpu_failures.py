@@ -21,6 +21,7 @@ from zae_mpu.ports import free_port
 from zae_mpu_testkit import (
     DDPTrainer,
     FailingDDPTrainer,
+    LateReportingDDPTrainer,
     PlainTrainer,
     make_dataset,
     make_model,
@@ -38,8 +39,12 @@ def make_trainer(cls, **options):
 
 
 @pytest.mark.timeout(60)
-def test_a_rank_that_raises_ends_every_rank_with_its_traceback():
-    trainer = make_trainer(FailingDDPTrainer)
+@pytest.mark.parametrize(
+    "trainer_cls", [FailingDDPTrainer, LateReportingDDPTrainer], ids=["as-it-comes", "peer-reports-first"]
+)
+def test_a_rank_that_raises_ends_every_rank_with_its_traceback(trainer_cls):
+    """The rank named is the one whose code raised, even when its peer's broken collective is reported first."""
+    trainer = make_trainer(trainer_cls)
     with pytest.raises(RankFailedError) as caught:
         trainer.run(3, DataLoader(make_dataset(), batch_size=8))
     message = str(caught.value)

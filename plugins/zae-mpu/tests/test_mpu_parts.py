@@ -8,6 +8,7 @@ import socket
 import pytest
 import torch
 from torch.utils.data import DataLoader, DistributedSampler, TensorDataset
+from zae_mpu.failures import is_transport_error
 from zae_mpu.handback import read_state, write_state
 from zae_mpu.ports import hosted_rendezvous
 from zae_mpu.sharding import shard_loader
@@ -93,6 +94,21 @@ def test_a_port_held_by_another_program_is_swapped_and_other_schemes_pass_throug
     with pytest.raises(ConfigError, match="not 'tcp://HOST:PORT'"):
         with hosted_rendezvous("tcp://localhost", strict_port=False, timeout_s=5):
             pass
+
+
+@pytest.mark.parametrize(
+    ("error", "transport"),
+    [
+        (RuntimeError("[gloo/transport/tcp/pair.cc:553] Connection closed by peer [127.0.0.1]:10166."), True),
+        (RuntimeError("[pair.cc:537] Read error [127.0.0.1]:47830: Connection reset by peer."), True),
+        (RuntimeError("[unbound_buffer.cc:78] Timed out waiting 20000ms for recv operation to complete"), True),
+        (torch.distributed.DistBackendError("NCCL communicator was aborted"), True),
+        (ValueError("Connection closed by peer"), False),  # the user's own error, whatever it says
+        (RuntimeError("mat1 and mat2 shapes cannot be multiplied (8x10 and 12x2)"), False),
+    ],
+)
+def test_broken_collectives_are_told_apart_from_the_users_errors(error, transport):
+    assert is_transport_error(error) is transport
 
 
 def test_registered_under_mpu_and_served_by_the_core_shim():
