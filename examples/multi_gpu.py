@@ -4,9 +4,9 @@
     python examples/multi_gpu.py --cpu 2 --quick    # 2 CPU processes (gloo), 2 epochs: what the smoke test runs
     python examples/multi_gpu.py --port 29511       # another rendezvous port
 
-Needs the zae-mpu plugin (from a checkout: pip install -e ".[mpu]" -e plugins/zae-mpu). The same script runs under torchrun, one process
-per device, e.g. `torchrun --nproc-per-node 2 examples/multi_gpu.py --cpu 2`: the add-on then joins the
-process group torchrun set up instead of spawning its own workers.
+Needs the zae-mpu plugin (from a checkout: pip install -e ".[mpu]" -e plugins/zae-mpu). The same script runs
+under torchrun, one process per device, e.g. `torchrun --nproc-per-node 2 examples/multi_gpu.py --cpu 2`: the
+add-on then joins the process group torchrun set up instead of spawning its own workers.
 """
 
 from __future__ import annotations
