@@ -8,7 +8,7 @@ import socket
 import pytest
 import torch
 from torch.utils.data import DataLoader, DistributedSampler, TensorDataset
-from zae_mpu.failures import is_transport_error
+from zae_mpu.failures import is_transport_error, read_failures, record_failure, run_failed_error
 from zae_mpu.handback import read_state, write_state
 from zae_mpu.ports import hosted_rendezvous
 from zae_mpu.sharding import shard_loader
@@ -109,6 +109,35 @@ def test_a_port_held_by_another_program_is_swapped_and_other_schemes_pass_throug
 )
 def test_broken_collectives_are_told_apart_from_the_users_errors(error, transport):
     assert is_transport_error(error) is transport
+
+
+def test_a_broken_collective_raised_while_handling_the_users_error_reports_the_users_error(tmp_path):
+    try:
+        try:
+            raise ValueError("boom in train_step")
+        except ValueError:
+            raise RuntimeError("[pair.cc:553] Connection closed by peer [127.0.0.1]:4745") from None
+    except RuntimeError as broken:
+        record_failure(tmp_path, 1, broken)  # `from None` hides the context from tracebacks, not from us
+    (failure,) = read_failures(tmp_path)
+    assert (failure.kind, failure.message, failure.transport) == ("ValueError", "boom in train_step", False)
+
+
+def test_the_error_raised_names_the_cause(tmp_path):
+    try:
+        raise RuntimeError("[pair.cc:553] Connection closed by peer [127.0.0.1]:4745")
+    except RuntimeError as broken:
+        record_failure(tmp_path, 0, broken)
+    # rank 1 was killed (no report of its own): it is the cause, not rank 0 that lost it
+    died = run_failed_error(tmp_path, {0: 1, 1: -9}, world_size=2)
+    assert died.rank == 1 and "rank 1 of 2 was killed by SIGKILL" in str(died)
+    # rank 1 reported its own error: named, whenever it came
+    try:
+        raise KeyError("label")
+    except KeyError as own:
+        record_failure(tmp_path, 1, own)
+    raised = run_failed_error(tmp_path, {0: 1, 1: 1}, world_size=2)
+    assert raised.rank == 1 and "KeyError: 'label'" in str(raised)
 
 
 def test_registered_under_mpu_and_served_by_the_core_shim():
