@@ -64,6 +64,10 @@ def join_hosted_store(init_method: str, timeout_s: float) -> dist.Store:
     return dist.TCPStore(host, port, is_master=False, timeout=timedelta(seconds=timeout_s))
 
 
+class _PortTaken(Exception):
+    """Someone else listens on the port."""
+
+
 def _listen(init_method: str, host: str, port: int, strict_port: bool, timeout: timedelta) -> dist.TCPStore:
     if port == 0:  # "any free port": the operating system picks one as the store binds it
         return _store(init_method, host, 0, timeout)
@@ -83,10 +87,6 @@ def _listen(init_method: str, host: str, port: int, strict_port: bool, timeout: 
         file=sys.stderr,
     )
     return store
-
-
-class _PortTaken(Exception):
-    pass
 
 
 def _store(init_method: str, host: str, port: int, timeout: timedelta) -> dist.TCPStore:
