@@ -4,8 +4,9 @@
     python examples/basic_usage.py --quick          # 2 epochs, for a smoke test
     python examples/basic_usage.py --batches tuple  # (x, y) batches instead of {"input": x, "target": y}
 
-Needs the W&B plugin (pip install "zae-engine[wandb]"). Nothing leaves the machine: W&B runs in offline mode
-and writes under --out; `wandb sync <out>/wandb/offline-run-*` uploads it later if you want.
+Needs the W&B plugin (from a checkout: pip install -e ".[wandb]" -e plugins/zae-wandb). Nothing leaves the
+machine: W&B runs in offline mode and writes under --out; `wandb sync <out>/wandb/offline-run-*` uploads it
+later if you want.
 """
 
 from __future__ import annotations

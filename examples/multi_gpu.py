@@ -4,14 +4,15 @@
     python examples/multi_gpu.py --cpu 2 --quick    # 2 CPU processes (gloo), 2 epochs: what the smoke test runs
     python examples/multi_gpu.py --port 29511       # another rendezvous port
 
-Needs the zae-mpu plugin (pip install "zae-engine[mpu]"). The same script runs under torchrun, one process
-per device, e.g. `torchrun --nproc-per-node 2 examples/multi_gpu.py --cpu 2`: the add-on then joins the
-process group torchrun set up instead of spawning its own workers.
+Needs the zae-mpu plugin (from a checkout: pip install -e ".[mpu]" -e plugins/zae-mpu). The same script runs
+under torchrun, one process per device, e.g. `torchrun --nproc-per-node 2 examples/multi_gpu.py --cpu 2`: the
+add-on then joins the process group torchrun set up instead of spawning its own workers.
 """
 
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -64,7 +65,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument(
         "--port", type=int, default=12355, help="rendezvous port (a busy one is swapped for a free one)"
     )
-    parser.add_argument("--save", default="dummy_model_mgpu.safetensors", help="where to write the trained weights")
+    parser.add_argument("--save", default="runs/multi_gpu/model.safetensors", help="where to write the trained weights")
     args = parser.parse_args(argv)
     epochs = 2 if args.quick else args.epochs
     size = 512 if args.quick else 4096
@@ -91,6 +92,7 @@ def main(argv: list[str] | None = None) -> dict:
     trainer.run(n_epoch=epochs, loader=train_loader, valid_loader=valid_loader)
 
     if is_rank_zero():
+        Path(args.save).parent.mkdir(parents=True, exist_ok=True)
         trainer.save_model(args.save)
         last = trainer.history[-1]
         print(

@@ -65,11 +65,10 @@ def test_basic_usage_script(tmp_path):
 
 @needs("zae_mpu")
 def test_multi_gpu_script_on_two_cpu_processes(tmp_path):
-    done = run_script(
-        [str(EXAMPLES / "multi_gpu.py"), "--cpu", "2", "--quick", "--save", "model.safetensors"], cwd=tmp_path
-    )
+    done = run_script([str(EXAMPLES / "multi_gpu.py"), "--cpu", "2", "--quick"], cwd=tmp_path)
     assert "2 workers on cpu" in done.stdout
-    assert (tmp_path / "model.safetensors").is_file()
+    assert (tmp_path / "runs" / "multi_gpu" / "model.safetensors").is_file()
+    assert [p.name for p in tmp_path.iterdir()] == ["runs"]  # nothing left in the folder it was started from
 
 
 # ---------------------------------------------------------------------------------------------- specs

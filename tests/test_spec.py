@@ -68,7 +68,7 @@ def test_valid_spec_builds_a_ready_trainer(spec_file, tmp_path):
     built = build_run(plan)
     trainer = built.trainer
     assert type(trainer).__name__ == "ToyTrainer"  # one entry, one add-on instance: the class stays the user's
-    assert [type(a).__name__ for a in trainer.addons.values()] == ["StateManagerAddon"]
+    assert [type(a).__name__ for a in trainer.addons.values()] == ["StateManagerAddon", "RunLogAddon"]  # + the record
     assert trainer.gradient_clip == 1.0
     assert trainer.optimizer.param_groups[0]["params"] == list(trainer.model.parameters())  # injected
     assert trainer.scheduler.optimizer is trainer.optimizer  # injected

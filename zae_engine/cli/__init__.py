@@ -10,21 +10,27 @@ from __future__ import annotations
 def main() -> None:
     import sys
 
-    if sys.argv[1:] == ["--version"]:  # the one answer that needs neither Typer nor rich
+    try:
+        try:
+            _dispatch(sys.argv[1:])
+        finally:
+            sys.stdout.flush()  # here, not in the interpreter's last flush, where an error could not be caught
+    except BrokenPipeError:  # the reader has gone (`zae schema | head -1`): stop quietly, like any Unix filter
+        from zae_engine.cli.output import EXIT_BROKEN_PIPE, stop_writing_stdout
+
+        stop_writing_stdout()
+        sys.exit(EXIT_BROKEN_PIPE)
+
+
+def _dispatch(args: list[str]) -> None:
+    if args == ["--version"]:  # the one answer that needs neither Typer nor rich
         from zae_engine import __version__
 
         print(f"zae-engine {__version__}")
         return
     from zae_engine.cli.app import app
 
-    try:
-        app()
-        sys.stdout.flush()
-    except BrokenPipeError:  # the reader of our output left early (`zae runs list --json | head`): stop quietly
-        import os
-
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        raise SystemExit(1) from None
+    app()
 
 
 __all__ = ["main"]

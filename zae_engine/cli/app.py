@@ -9,6 +9,7 @@ import typer
 
 from zae_engine._version import __version__
 from zae_engine.cli import addons, runs
+from zae_engine.cli.help import ROOT_EPILOG, RUN_EPILOG, VALIDATE_EPILOG, TidyGroup
 from zae_engine.cli.output import command, out, state
 
 app = typer.Typer(
@@ -18,6 +19,9 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     add_completion=False,
     context_settings={"help_option_names": ["-h", "--help"]},
+    cls=TidyGroup,
+    rich_markup_mode="rich",
+    epilog=ROOT_EPILOG,
 )
 app.add_typer(addons.app, name="addons")
 app.add_typer(runs.app, name="runs")
@@ -25,6 +29,7 @@ app.add_typer(runs.app, name="runs")
 SPEC_HELP = "Run spec (YAML)."
 DEBUG_HELP = "Show tracebacks for errors (same as `zae --debug ...`)."
 SET_HELP = "Override a spec field: --set run.n_epoch=3 (value is YAML; list items by index or add-on name)."
+SPEC_METAVAR = "SPEC"
 
 
 def _version(value: bool) -> None:
@@ -41,11 +46,11 @@ def root(
     state.debug = debug or bool(os.environ.get("ZAE_DEBUG"))  # set afresh per invocation (in-process runners)
 
 
-@app.command()
+@app.command(epilog=VALIDATE_EPILOG)
 @command
 def validate(
-    spec: Path = typer.Argument(..., help=SPEC_HELP),
-    overrides: list[str] = typer.Option([], "--set", "-s", help=SET_HELP),
+    spec: Path = typer.Argument(..., metavar=SPEC_METAVAR, help=SPEC_HELP),
+    overrides: list[str] = typer.Option([], "--set", "-s", metavar="KEY=VALUE", help=SET_HELP),
     debug: bool = typer.Option(False, "--debug", help=DEBUG_HELP),
 ) -> None:
     """Check a spec without training: YAML, fields, class paths, add-on names and options."""
@@ -55,20 +60,28 @@ def validate(
     validate_spec(spec, overrides)
 
 
-@app.command()
+@app.command(epilog=RUN_EPILOG)
 @command
 def run(
-    spec: Path = typer.Argument(None, help=SPEC_HELP + " Without it: the built-in quickstart demo."),
-    overrides: list[str] = typer.Option([], "--set", "-s", help=SET_HELP),
-    nproc_per_node: int = typer.Option(None, "--nproc-per-node", min=1, help="Start N worker processes (torchrun)."),
-    nnodes: str = typer.Option(None, "--nnodes", help="Number of machines (torchrun), e.g. 2."),
-    node_rank: int = typer.Option(None, "--node-rank", min=0, help="This machine's rank (torchrun)."),
-    master_addr: str = typer.Option(None, "--master-addr", help="Address of the rank-0 machine (torchrun)."),
-    master_port: int = typer.Option(None, "--master-port", help="Port on the rank-0 machine (torchrun)."),
+    spec: Path = typer.Argument(
+        None, metavar=SPEC_METAVAR, help=SPEC_HELP + " Without it: the built-in quickstart demo."
+    ),
+    overrides: list[str] = typer.Option([], "--set", "-s", metavar="KEY=VALUE", help=SET_HELP),
+    nproc_per_node: int = typer.Option(
+        None, "--nproc-per-node", min=1, metavar="N", help="Start N worker processes (torchrun)."
+    ),
+    nnodes: str = typer.Option(None, "--nnodes", metavar="N", help="Number of machines (torchrun), e.g. 2."),
+    node_rank: int = typer.Option(None, "--node-rank", min=0, metavar="RANK", help="This machine's rank (torchrun)."),
+    master_addr: str = typer.Option(
+        None, "--master-addr", metavar="HOST", help="Address of the rank-0 machine (torchrun)."
+    ),
+    master_port: int = typer.Option(
+        None, "--master-port", metavar="PORT", help="Port on the rank-0 machine (torchrun)."
+    ),
     no_record: bool = typer.Option(False, "--no-record", help="Leave no run record under runs/ (run.record=false)."),
     debug: bool = typer.Option(False, "--debug", help=DEBUG_HELP),
 ) -> None:
-    """Train from a spec with a progress display, then print a summary. Exit 0, 1 on error, 130 on Ctrl-C."""
+    """Train from a spec with a progress display, then print a summary."""
     from zae_engine.cli.launch import LaunchOptions
     from zae_engine.cli.run import run as run_spec
 

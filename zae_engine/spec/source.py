@@ -15,6 +15,7 @@ from typing import Any
 import yaml
 
 from zae_engine.errors import ConfigError, did_you_mean
+from zae_engine.spec import bounded_yaml
 
 FieldPath = tuple[str | int, ...]
 
@@ -89,13 +90,15 @@ def read_spec(path: str | Path) -> SpecSource:
         raise SpecError([f"{path}: no such spec file{hint}"])
     if path.is_dir():
         raise SpecError([f"{path}: is a folder; give the path of a .yaml spec file"])
+    text = _read_text(path)
+    lines: dict[FieldPath, int] = {}
     try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise SpecError([f"{path}: cannot read the spec: {exc}"]) from None
-    try:
-        root = yaml.compose(text, Loader=yaml.SafeLoader)
-        data = yaml.safe_load(text)
+        root = bounded_yaml.compose(text)
+        duplicates = _record_lines(root, (), lines) if root is not None else []  # before merge keys are resolved
+        data = bounded_yaml.construct(root)
+    except bounded_yaml.YAMLLimitError as exc:
+        line = f":{exc.line}" if exc.line is not None else ""
+        raise SpecError([f"{path}{line}: {exc}"]) from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         line = f":{mark.line + 1}" if mark is not None else ""
@@ -103,16 +106,36 @@ def read_spec(path: str | Path) -> SpecSource:
         context, context_mark = getattr(exc, "context", None), getattr(exc, "context_mark", None)
         if context and context_mark is not None:
             what += f" ({context} that started at line {context_mark.line + 1})"
+        if isinstance(exc, yaml.constructor.ConstructorError):  # e.g. an unknown tag such as `!foo`
+            raise SpecError([f"{path}{line}: cannot build this YAML value: {what}; write plain values"]) from None
         raise SpecError([f"{path}{line}: YAML syntax error: {what}; check the indentation and quoting there"]) from None
     if not isinstance(data, dict):
         got = "empty" if data is None else f"a {type(data).__name__}"
         raise SpecError([f"{path}: a spec must be a mapping with trainer, model, data, run, ... (this file is {got})"])
-    source = SpecSource(path=path, data=data)
-    duplicates = _record_lines(root, (), source.lines)
+    source = SpecSource(path=path, data=data, lines=lines)
     if duplicates:
         raise SpecError([f"{path}:{line}: {dotted(p)}: written twice; keep one" for p, line in duplicates])
     source.data = _interpolate(source, data, ())
     return source
+
+
+def _read_text(path: Path) -> str:
+    """The spec's text, refusing files too large to be a spec before reading them whole."""
+    limit = bounded_yaml.MAX_SPEC_BYTES
+    too_large = f"{path}: larger than {limit // 2**20} MiB, far more than a run spec needs; is this the right file?"
+    try:
+        if path.stat().st_size > limit:
+            raise SpecError([too_large])
+        with path.open("rb") as stream:
+            raw = stream.read(limit + 1)  # a device or pipe reports no size: read no more than the limit
+    except OSError as exc:
+        raise SpecError([f"{path}: cannot read the spec: {exc}"]) from None
+    if len(raw) > limit:
+        raise SpecError([too_large])
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise SpecError([f"{path}: cannot read the spec: {exc}"]) from None
 
 
 def _record_lines(node: yaml.Node, path: FieldPath, lines: dict[FieldPath, int]) -> list[tuple[FieldPath, int]]:
@@ -121,6 +144,8 @@ def _record_lines(node: yaml.Node, path: FieldPath, lines: dict[FieldPath, int])
     if isinstance(node, yaml.MappingNode):
         seen = set()
         for key_node, value_node in node.value:
+            if not isinstance(key_node, yaml.ScalarNode):
+                continue  # a collection as a key: no field path can name it (building the data refuses it)
             key = key_node.value
             child = (*path, key)
             if key in seen:
@@ -167,7 +192,9 @@ def apply_overrides(source: SpecSource, assignments: list[str]) -> None:
         if not sep or not key:
             raise SpecError([f"--set {assignment}: expected key.path=value, e.g. --set run.n_epoch=3"])
         try:
-            value = yaml.safe_load(raw) if raw.strip() else ""
+            value = bounded_yaml.load(raw) if raw.strip() else ""
+        except bounded_yaml.YAMLLimitError as exc:
+            raise SpecError([f"--set {key}: {exc}"]) from None
         except yaml.YAMLError:
             value = raw
         path = _override_path(source, key)

@@ -1,4 +1,6 @@
-"""Failures end the whole run quickly and clearly: a raising rank, a busy port, Ctrl-C; no process is left behind."""
+"""Failures end the whole run quickly and clearly: a raising rank, a busy port, Ctrl-C; no process is left behind.
+
+And two runs on one machine never meet: each launcher owns its rendezvous."""
 
 from __future__ import annotations
 
@@ -12,9 +14,18 @@ from pathlib import Path
 
 import pytest
 import torch
+from safetensors.torch import load_file
 from torch.utils.data import DataLoader
 from zae_mpu import RankFailedError
-from zae_mpu_testkit import DDPTrainer, FailingDDPTrainer, make_dataset, make_model
+from zae_mpu.ports import free_port
+from zae_mpu_testkit import (
+    DDPTrainer,
+    FailingDDPTrainer,
+    LateReportingDDPTrainer,
+    PlainTrainer,
+    make_dataset,
+    make_model,
+)
 
 from zae_engine.errors import ConfigError
 
@@ -28,8 +39,12 @@ def make_trainer(cls, **options):
 
 
 @pytest.mark.timeout(60)
-def test_a_rank_that_raises_ends_every_rank_with_its_traceback():
-    trainer = make_trainer(FailingDDPTrainer)
+@pytest.mark.parametrize(
+    "trainer_cls", [FailingDDPTrainer, LateReportingDDPTrainer], ids=["as-it-comes", "peer-reports-first"]
+)
+def test_a_rank_that_raises_ends_every_rank_with_its_traceback(trainer_cls):
+    """The rank named is the one whose code raised, even when its peer's broken collective is reported first."""
+    trainer = make_trainer(trainer_cls)
     with pytest.raises(RankFailedError) as caught:
         trainer.run(3, DataLoader(make_dataset(), batch_size=8))
     message = str(caught.value)
@@ -129,3 +144,49 @@ def _alive(pid: int) -> bool:
     except (FileNotFoundError, ProcessLookupError):
         return False
     return state != "Z"
+
+
+@pytest.mark.timeout(240)
+def test_two_runs_started_together_on_one_init_method_each_train_alone(tmp_path):
+    """Each launcher holds its own rendezvous: the second moves to a free port instead of joining the first."""
+    init_method = f"tcp://localhost:{free_port()}"
+    meeting = tmp_path / "training"  # both runs are inside their process groups at once (see MeetingDDPTrainer)
+    meeting.mkdir()
+    seeds = (3, 4)  # different models and data: a run that met the other's ranks would not match its reference
+    runs = [
+        subprocess.Popen(
+            [sys.executable, SCRIPTS / "concurrent_run.py", init_method, str(seed), tmp_path / f"{seed}.st", meeting],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            start_new_session=True,
+        )
+        for seed in seeds
+    ]
+    try:
+        assert [run.stdout.readline() for run in runs] == ["ready\n", "ready\n"]
+        for run in runs:  # release both at once
+            run.stdin.write("go\n")
+            run.stdin.flush()
+        errors = [run.communicate(timeout=200)[1] for run in runs]
+    finally:
+        for run in runs:
+            if run.poll() is None:
+                os.killpg(run.pid, signal.SIGKILL)
+                run.wait()
+    assert [run.returncode for run in runs] == [0, 0], errors
+    for seed in seeds:
+        weights = load_file(tmp_path / f"{seed}.st")
+        for key, value in _single_process_reference(seed).items():
+            torch.testing.assert_close(weights[key], value, rtol=1e-5, atol=1e-6, msg=f"run {seed}: '{key}' differs")
+
+
+def _single_process_reference(seed: int) -> dict:
+    """What 2 ranks x batch 8 must end with: 1 process x batch 16 (SGD, no shuffling)."""
+    model = make_model(seed)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    PlainTrainer(model, "cpu", "train", optimizer, log_bar=False).run(
+        2, DataLoader(make_dataset(seed=seed), batch_size=16, shuffle=False)
+    )
+    return model.state_dict()

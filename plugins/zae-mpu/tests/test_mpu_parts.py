@@ -8,8 +8,9 @@ import socket
 import pytest
 import torch
 from torch.utils.data import DataLoader, DistributedSampler, TensorDataset
+from zae_mpu.failures import is_transport_error, read_failures, record_failure, run_failed_error
 from zae_mpu.handback import read_state, write_state
-from zae_mpu.ports import port_is_free, resolve_init_method
+from zae_mpu.ports import hosted_rendezvous
 from zae_mpu.sharding import shard_loader
 from zae_mpu_testkit import make_dataset
 
@@ -84,18 +85,76 @@ def test_sharding_keeps_order_without_shuffle_and_refuses_what_it_cannot_split()
         shard_loader(by_sampler, 0, 2, seed=0, what="training loader")
 
 
-def test_ports_busy_free_and_any():
+def test_the_launcher_takes_the_port_itself_so_a_second_run_moves_or_is_refused(capfd):
+    with hosted_rendezvous("tcp://127.0.0.1:0", strict_port=True, timeout_s=5) as first:
+        assert first.hosted and first.init_method != "tcp://127.0.0.1:0"
+        port = int(first.init_method.rsplit(":", 1)[1])
+        with hosted_rendezvous(first.init_method, strict_port=False, timeout_s=5) as second:
+            assert second.hosted and second.init_method != first.init_method
+        assert f"port {port} is in use" in capfd.readouterr().err
+        with pytest.raises(ConfigError, match=f"port {port} .*already in use.*strict_port=False"):
+            with hosted_rendezvous(first.init_method, strict_port=True, timeout_s=5):
+                pass
+    with hosted_rendezvous(first.init_method, strict_port=True, timeout_s=5) as again:  # released at the end
+        assert again.init_method == first.init_method
+
+
+def test_a_port_held_by_another_program_is_swapped_and_other_schemes_pass_through():
     with socket.socket() as holder:
         holder.bind(("127.0.0.1", 0))
         holder.listen()
         busy = holder.getsockname()[1]
-        assert port_is_free("127.0.0.1", busy) is False
-        swapped = resolve_init_method(f"tcp://127.0.0.1:{busy}", strict_port=False)
-        assert swapped.startswith("tcp://127.0.0.1:") and swapped != f"tcp://127.0.0.1:{busy}"
-    assert resolve_init_method("tcp://localhost:0", strict_port=True) != "tcp://localhost:0"
-    assert resolve_init_method("env://", strict_port=True) == "env://"
+        with hosted_rendezvous(f"tcp://127.0.0.1:{busy}", strict_port=False, timeout_s=5) as moved:
+            assert moved.init_method.startswith("tcp://127.0.0.1:") and not moved.init_method.endswith(f":{busy}")
+    with hosted_rendezvous("env://", strict_port=True, timeout_s=5) as passed:
+        assert passed.init_method == "env://" and not passed.hosted
     with pytest.raises(ConfigError, match="not 'tcp://HOST:PORT'"):
-        resolve_init_method("tcp://localhost", strict_port=False)
+        with hosted_rendezvous("tcp://localhost", strict_port=False, timeout_s=5):
+            pass
+
+
+@pytest.mark.parametrize(
+    ("error", "transport"),
+    [
+        (RuntimeError("[gloo/transport/tcp/pair.cc:553] Connection closed by peer [127.0.0.1]:10166."), True),
+        (RuntimeError("[pair.cc:537] Read error [127.0.0.1]:47830: Connection reset by peer."), True),
+        (RuntimeError("[unbound_buffer.cc:78] Timed out waiting 20000ms for recv operation to complete"), True),
+        (torch.distributed.DistBackendError("NCCL communicator was aborted"), True),
+        (ValueError("Connection closed by peer"), False),  # the user's own error, whatever it says
+        (RuntimeError("mat1 and mat2 shapes cannot be multiplied (8x10 and 12x2)"), False),
+    ],
+)
+def test_broken_collectives_are_told_apart_from_the_users_errors(error, transport):
+    assert is_transport_error(error) is transport
+
+
+def test_a_broken_collective_raised_while_handling_the_users_error_reports_the_users_error(tmp_path):
+    try:
+        try:
+            raise ValueError("boom in train_step")
+        except ValueError:
+            raise RuntimeError("[pair.cc:553] Connection closed by peer [127.0.0.1]:4745") from None
+    except RuntimeError as broken:
+        record_failure(tmp_path, 1, broken)  # `from None` hides the context from tracebacks, not from us
+    (failure,) = read_failures(tmp_path)
+    assert (failure.kind, failure.message, failure.transport) == ("ValueError", "boom in train_step", False)
+
+
+def test_the_error_raised_names_the_cause(tmp_path):
+    try:
+        raise RuntimeError("[pair.cc:553] Connection closed by peer [127.0.0.1]:4745")
+    except RuntimeError as broken:
+        record_failure(tmp_path, 0, broken)
+    # rank 1 was killed (no report of its own): it is the cause, not rank 0 that lost it
+    died = run_failed_error(tmp_path, {0: 1, 1: -9}, world_size=2)
+    assert died.rank == 1 and "rank 1 of 2 was killed by SIGKILL" in str(died)
+    # rank 1 reported its own error: named, whenever it came
+    try:
+        raise KeyError("label")
+    except KeyError as own:
+        record_failure(tmp_path, 1, own)
+    raised = run_failed_error(tmp_path, {0: 1, 1: 1}, world_size=2)
+    assert raised.rank == 1 and "KeyError: 'label'" in str(raised)
 
 
 def test_registered_under_mpu_and_served_by_the_core_shim():

@@ -17,7 +17,6 @@ from zae_engine.errors import ConfigError
 from zae_engine.trainer.addons.base import LauncherAddon
 from zae_mpu.config import MultiGPUConfig
 from zae_mpu.handback import take_back
-from zae_mpu.ports import resolve_init_method
 from zae_mpu.rank import RankPlan, default_backend, launched_by_torchrun, run_rank
 from zae_mpu.spawn import SpawnPlan, spawn_run
 
@@ -53,7 +52,7 @@ class MultiGPUAddon(LauncherAddon):
         world = len(devices)
         plan = SpawnPlan(
             devices=devices,
-            init_method=resolve_init_method(self.config.init_method, self.config.strict_port),
+            init_method=self.config.init_method,
             backend=self._backend(trainer.devices[0]),
             timeout_s=self.config.timeout,
             seed=torch.initial_seed() % 2**31,
@@ -62,6 +61,7 @@ class MultiGPUAddon(LauncherAddon):
             n_epoch=n_epoch,
             total=total,
             start_method=self.config.start_method,
+            strict_port=self.config.strict_port,
         )
         take_back(trainer, spawn_run(trainer, plan, loader, valid_loader))
 

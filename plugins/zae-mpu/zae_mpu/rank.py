@@ -1,7 +1,7 @@
 """One rank's share of a DDP run: join the process group, take a device, wrap the model, shard the data, train.
 
 The same code serves workers this plugin spawns and processes started by torchrun; only the way the
-process group is joined differs (tcp:// with explicit rank vs env://).
+process group is joined differs (the launcher's store with an explicit rank, or env://).
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 
+from zae_mpu.ports import join_hosted_store
 from zae_mpu.sharding import shard_loader
 
 if TYPE_CHECKING:
@@ -36,6 +37,7 @@ class RankPlan:
     backend: str
     timeout_s: float
     seed: int | None  # the DistributedSampler seed; None: rank 0's torch seed, shared with all ranks
+    hosted_store: bool = False  # init_method is a TCPStore the launcher serves: join it as a client
 
 
 def launched_by_torchrun() -> bool:
@@ -52,10 +54,7 @@ def run_rank(
     """Train on this rank; joins (and afterwards leaves) the process group unless one is already up."""
     owns_group = not dist.is_initialized()
     if owns_group:
-        joining: dict[str, Any] = {"backend": plan.backend, "init_method": plan.init_method}
-        if plan.init_method != "env://":
-            joining.update(rank=plan.rank, world_size=plan.world_size)
-        dist.init_process_group(timeout=timedelta(seconds=plan.timeout_s), **joining)
+        dist.init_process_group(backend=plan.backend, timeout=timedelta(seconds=plan.timeout_s), **_joining(plan))
     addon = trainer.addon("mpu")
     user_model = trainer.model
     try:
@@ -77,6 +76,16 @@ def run_rank(
         addon.samplers = ()
         if owns_group and dist.is_initialized():
             dist.destroy_process_group()
+
+
+def _joining(plan: RankPlan) -> dict[str, Any]:
+    """How this rank finds the others: the launcher's store, torchrun's variables, or the user's address."""
+    if plan.hosted_store:
+        store = join_hosted_store(plan.init_method, plan.timeout_s)
+        return {"store": store, "rank": plan.rank, "world_size": plan.world_size}
+    if plan.init_method == "env://":
+        return {"init_method": plan.init_method}
+    return {"init_method": plan.init_method, "rank": plan.rank, "world_size": plan.world_size}
 
 
 def _rank_zero_seed(plan: RankPlan) -> int:

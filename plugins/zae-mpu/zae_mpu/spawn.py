@@ -1,9 +1,11 @@
 """Starting one worker process per device, watching them, and never leaving one behind.
 
-The launching process pickles (trainer, loaders) once and hands the bytes to each spawned worker; workers
-send nothing back but files: rank 0 writes the trained state (safetensors + JSON, see `handback`) and a rank
-that fails writes its traceback as JSON. The launcher waits on the workers' sentinels: the first one to exit
-with an error gets every other worker stopped (SIGTERM, then SIGKILL), and its traceback is raised here.
+The launching process takes the run's rendezvous first (see `ports`), pickles (trainer, loaders) once and hands
+the bytes to each spawned worker; workers send nothing back but files: rank 0 writes the trained state
+(safetensors + JSON, see `handback`) and a rank that fails writes its traceback as JSON. The launcher waits on
+the workers' sentinels. When one exits with an error, the others usually follow within moments, their
+collectives broken by its departure; the launcher gives them a short while to report, so the rank whose own
+code raised is the one named (not a peer that lost its connection), then stops the rest (SIGTERM, then SIGKILL).
 Each worker also watches a pipe whose only writing end the launcher holds, and exits when it closes, so even
 `kill -9` of the launcher leaves no orphan (PR_SET_PDEATHSIG backs this up for spawned workers).
 """
@@ -19,6 +21,7 @@ import signal
 import sys
 import tempfile
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
@@ -31,8 +34,9 @@ import torch.multiprocessing as mp
 
 from zae_engine.errors import ConfigError, TrainingInterrupted
 from zae_engine.seeding import seed_everything
-from zae_mpu.failures import RankFailedError, first_failure, rank_died_error, rank_failed_error, record_failure
+from zae_mpu.failures import RankFailedError, has_user_failure, record_failure, run_failed_error
 from zae_mpu.handback import TREE, read_state, trainer_parts, write_state
+from zae_mpu.ports import hosted_rendezvous
 from zae_mpu.rank import RankPlan, run_rank
 
 if TYPE_CHECKING:
@@ -41,6 +45,7 @@ if TYPE_CHECKING:
     from zae_engine.trainer.loop import Trainer
 
 _STOP_GRACE_S = 5.0
+_REPORT_GRACE_S = 10.0  # after a rank fails: how long the others may take to exit and leave their report
 
 
 @dataclass(frozen=True)
@@ -57,6 +62,8 @@ class SpawnPlan:
     n_epoch: int
     start_method: str = "forkserver"
     total: bool = False  # n_epoch counts all epochs, a resumed checkpoint's included
+    strict_port: bool = False
+    hosted_store: bool = False  # set by spawn_run: the launcher serves init_method's store
 
 
 def spawn_run(trainer: Trainer, plan: SpawnPlan, loader: Iterable, valid_loader: Iterable | None) -> dict[str, Any]:
@@ -64,8 +71,11 @@ def spawn_run(trainer: Trainer, plan: SpawnPlan, loader: Iterable, valid_loader:
     payload = _pickled(trainer, loader, valid_loader)
     context = _context(plan.start_method)
     world = len(plan.devices)
-    with tempfile.TemporaryDirectory(prefix="zae-mpu-") as folder:
-        plan = replace(plan, folder=folder)
+    with (
+        tempfile.TemporaryDirectory(prefix="zae-mpu-") as folder,
+        hosted_rendezvous(plan.init_method, plan.strict_port, plan.timeout_s) as rendezvous,
+    ):
+        plan = replace(plan, folder=folder, init_method=rendezvous.init_method, hosted_store=rendezvous.hosted)
         lifeline, launcher_end = context.Pipe(duplex=False)  # workers hold only the reading end
         workers = [
             context.Process(target=_worker_main, args=(rank, payload, plan, lifeline), name=f"zae-mpu-rank{rank}")
@@ -110,14 +120,33 @@ def _wait_for_all(workers: list, folder: Path, world: int) -> None:
     while pending:
         for sentinel in wait(list(pending)):
             rank = pending.pop(sentinel)
-            worker = workers[rank]
-            worker.join()
-            if worker.exitcode != 0:
+            workers[rank].join()
+            if workers[rank].exitcode != 0:
+                exits = {rank: workers[rank].exitcode}
+                exits.update(_reports_of_the_others(workers, pending, folder))
                 _stop(workers)
-                failure = first_failure(folder)
-                raise rank_failed_error(failure, world) if failure else rank_died_error(rank, worker.exitcode, world)
+                raise run_failed_error(folder, exits, world)
     if not (folder / TREE).exists():
         raise RankFailedError(f"rank 0 of {world} finished but handed no state back; nothing was loaded", 0)
+
+
+def _reports_of_the_others(workers: list, pending: dict, folder: Path) -> dict[int, int | None]:
+    """Wait (at most `_REPORT_GRACE_S`) until a rank has reported its own error or every rank has exited.
+
+    A rank whose code raised may be slower to report than a peer whose collective broke when it left; waiting
+    here names the right one. Returns the exit codes of the ranks that exited meanwhile.
+    """
+    exits: dict[int, int | None] = {}
+    deadline = time.monotonic() + _REPORT_GRACE_S
+    while pending and not has_user_failure(folder):
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            break
+        for sentinel in wait(list(pending), timeout=remaining):
+            rank = pending.pop(sentinel)
+            workers[rank].join()
+            exits[rank] = workers[rank].exitcode
+    return exits
 
 
 def _stop(workers: list) -> None:
@@ -178,6 +207,7 @@ def _worker_main(rank: int, payload: bytes, plan: SpawnPlan, lifeline: Any) -> N
             backend=plan.backend,
             timeout_s=plan.timeout_s,
             seed=plan.seed,
+            hosted_store=plan.hosted_store,
         )
         run_rank(trainer, rank_plan, plan.n_epoch, loader, valid_loader, plan.total)
         if rank == 0:
