@@ -380,7 +380,7 @@ def test_two_launchers_conflict():
     class LauncherA(LauncherAddon):
         name = "launcher_a"
 
-        def launch(self, n_epoch, loader, valid_loader=None):
+        def launch(self, n_epoch, loader, valid_loader=None, total=False):
             return None
 
     class LauncherB(LauncherA):
@@ -396,9 +396,9 @@ def test_launch_takes_over_run():
     class Launcher(LauncherAddon):
         name = "launcher"
 
-        def launch(self, n_epoch, loader, valid_loader=None):
+        def launch(self, n_epoch, loader, valid_loader=None, total=False):
             self.launched_with = n_epoch
-            return self.trainer.run_in_process(n_epoch, loader, valid_loader)
+            return self.trainer.run_in_process(n_epoch, loader, valid_loader, total=total)
 
     launcher = Launcher()
     trainer = make_trainer(launcher)

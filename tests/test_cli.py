@@ -210,8 +210,8 @@ def test_validate_names_a_plugin_that_fails_to_import(tiny):
     assert "is broken: importing its add-on class failed: ZeroDivisionError" in result.stderr
 
 
-def test_run_without_spec_trains_the_demo():
-    result = zae("run", "--set", "run.n_epoch=1", "--set", "trainer.init_args.log_bar=false")
+def test_run_without_spec_trains_the_demo(tmp_path):
+    result = zae("run", "--set", "run.n_epoch=1", "--set", "trainer.init_args.log_bar=false", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert "quickstart.yaml" in result.stdout and "epoch 1/1" in result.stdout
     assert "done: 1 epoch(s)" in result.stdout and "best valid/loss" in result.stdout
@@ -319,7 +319,8 @@ def test_launcher_flags_build_the_torchrun_command():
 
 
 def test_run_under_torchrun_with_one_process(tiny):
-    result = zae("run", str(tiny()), "--nproc-per-node", "1")
+    spec = tiny()
+    result = zae("run", str(spec), "--nproc-per-node", "1", cwd=spec.parent)
     assert result.returncode == 0, result.stderr
     assert "done: 1 epoch(s)" in result.stdout
 

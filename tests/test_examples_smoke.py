@@ -108,7 +108,7 @@ def test_spec_validates_and_trains(spec, examples_copy):
         return
     result = zae("run", path, "--set", "run.n_epoch=1", "--set", "trainer.init_args.log_bar=false")
     assert result.exit_code == 0, result.output
-    assert "done" in result.output
+    assert "done" in result.output and "record: runs/" in result.output
 
 
 # ---------------------------------------------------------------------------------------------- custom add-on

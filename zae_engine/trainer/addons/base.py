@@ -191,11 +191,13 @@ def check_contract(cls: type[AddOnBase]) -> None:
 
 def _check_signature(cls: type, attr: str, implementation: Any) -> None:
     reference = _launch_reference if attr == "launch" else getattr(AddOnBase, attr)
-    positional = [p for p in inspect.signature(reference).parameters.values() if p.default is inspect.Parameter.empty]
+    params = list(inspect.signature(reference).parameters.values())
+    required = [p for p in params if p.default is inspect.Parameter.empty]
+    optional = {p.name: p.default for p in params if p.default is not inspect.Parameter.empty}
     try:
-        inspect.signature(implementation).bind(*range(len(positional)))
+        inspect.signature(implementation).bind(*range(len(required)), **optional)
     except TypeError:
-        expected = ", ".join(p.name for p in positional)
+        expected = ", ".join([p.name for p in required] + [f"{name}={value!r}" for name, value in optional.items()])
         raise CompositionError(
             f"{cls.__qualname__}.{attr}{inspect.signature(implementation)} cannot be called the way the loop calls "
             f"it: {attr}({expected}). Give it exactly those parameters"
