@@ -14,15 +14,16 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 from zae_mpu import RankFailedError
-from zae_mpu_testkit import DDPTrainer, FailingDDPTrainer, make_dataset, make_model
+from zae_mpu_testkit import DDPTrainer, FailingDDPTrainer, make_mlp
 
 from zae_engine.errors import ConfigError
+from zae_engine.testing import make_dataset
 
 SCRIPTS = Path(__file__).parent / "scripts"
 
 
 def make_trainer(cls, **options):
-    model = make_model()
+    model = make_mlp()
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
     return cls(model, ["cpu", "cpu"], "train", optimizer, log_bar=False, threads_per_worker=1, **options)
 
@@ -31,7 +32,7 @@ def make_trainer(cls, **options):
 def test_a_rank_that_raises_ends_every_rank_with_its_traceback():
     trainer = make_trainer(FailingDDPTrainer)
     with pytest.raises(RankFailedError) as caught:
-        trainer.run(3, DataLoader(make_dataset(), batch_size=8))
+        trainer.run(3, DataLoader(make_dataset(128), batch_size=8))
     message = str(caught.value)
     assert "rank 1 of 2 failed" in message
     assert "ValueError: boom on rank 1 at step 3" in message
@@ -42,7 +43,7 @@ def test_a_rank_that_raises_ends_every_rank_with_its_traceback():
 
 def test_what_cannot_travel_to_the_workers_is_named_before_any_starts():
     trainer = make_trainer(DDPTrainer)
-    loader = DataLoader(make_dataset(), batch_size=8, collate_fn=lambda items: items)
+    loader = DataLoader(make_dataset(128), batch_size=8, collate_fn=lambda items: items)
     with pytest.raises(ConfigError, match="cannot be pickled.*lambda"):
         trainer.run(1, loader)
 
@@ -58,12 +59,12 @@ def busy_port():
 def test_busy_port_is_refused_with_the_port_and_the_fix_when_strict(busy_port):
     trainer = make_trainer(DDPTrainer, init_method=f"tcp://localhost:{busy_port}", strict_port=True)
     with pytest.raises(ConfigError, match=f"port {busy_port} .*already in use.*strict_port=False"):
-        trainer.run(1, DataLoader(make_dataset(), batch_size=8))
+        trainer.run(1, DataLoader(make_dataset(128), batch_size=8))
 
 
 def test_busy_port_is_swapped_for_a_free_one_otherwise(busy_port, capfd):
     trainer = make_trainer(DDPTrainer, init_method=f"tcp://localhost:{busy_port}")
-    trainer.run(1, DataLoader(make_dataset(), batch_size=8))
+    trainer.run(1, DataLoader(make_dataset(128), batch_size=8))
     assert f"port {busy_port} is in use" in capfd.readouterr().err
     assert trainer.progress_checker.get_epoch() == 2
 

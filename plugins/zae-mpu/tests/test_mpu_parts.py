@@ -11,9 +11,9 @@ from torch.utils.data import DataLoader, DistributedSampler, TensorDataset
 from zae_mpu.handback import read_state, write_state
 from zae_mpu.ports import port_is_free, resolve_init_method
 from zae_mpu.sharding import shard_loader
-from zae_mpu_testkit import make_dataset
 
 from zae_engine.errors import ConfigError
+from zae_engine.testing import make_dataset
 
 
 def test_handback_round_trip_keeps_int_keys_tuples_and_infinities(tmp_path):
