@@ -7,7 +7,8 @@ import os
 import pytest
 import torch
 from torch.utils.data import DataLoader, TensorDataset
-from zae_testing import SeparableTrainer, make_dataset  # noqa: F401  (re-exported for tests)
+
+from zae_engine.testing import make_dataset
 
 os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("WANDB_SILENT", "true")

@@ -12,9 +12,10 @@ from typing import Any
 
 import torch
 import torch.distributed as dist
-from features_testing import FeatureTrainer, Unsized, batches, make_trainer, merged
+from features_testing import Unsized, batches, merged
 from torch.nn.parallel import DistributedDataParallel
 
+from zae_engine.testing import SeparableTrainer, make_trainer
 from zae_engine.trainer.addons import AddOnBase, EarlyStoppingAddon
 
 WORLD = 2
@@ -35,8 +36,8 @@ def poisoned(rank: int) -> list:
     return data
 
 
-def ddp_trainer(cls: type = FeatureTrainer, **kwargs) -> Any:
-    trainer = make_trainer(cls, **kwargs)
+def ddp_trainer(cls: type = SeparableTrainer, **kwargs) -> Any:
+    trainer = make_trainer(trainer_cls=cls, **kwargs)
     trainer.model = DistributedDataParallel(trainer.model)
     trainer.handle_signals = False
     return trainer
@@ -96,7 +97,7 @@ def scenario_nan_skip(rank: int) -> dict:
 
 
 def scenario_early_stopping(rank: int) -> dict:
-    cls = FeatureTrainer.add_on(RankLocalScore, EarlyStoppingAddon)
+    cls = SeparableTrainer.add_on(RankLocalScore, EarlyStoppingAddon)
     trainer = ddp_trainer(cls, monitor="local/score", patience=1)
     trainer.run_in_process(5, rank_batches(rank)[:2])
     stopper = trainer.addon("early_stopping")

@@ -1,5 +1,7 @@
-"""Helpers for the training-feature tests (precision, accumulation, NaN guard, early stopping, EMA, DDP).
+"""What the training-feature tests (precision, accumulation, NaN guard, early stopping, EMA, DDP) add to the kit.
 
+The task, the trainer, `make_trainer` and `assert_same_weights` come from `zae_engine.testing`; here are scripted
+validation metrics, fixed batches, an unsized loader and the hand-written SGD loop the trainer must reproduce.
 Importable as `features_testing` (tests/ is on pytest's pythonpath, and spawned DDP workers inherit sys.path).
 """
 
@@ -10,16 +12,11 @@ from collections.abc import Iterable, Iterator
 import torch
 from torch import nn
 from torch.utils.data import DataLoader
-from zae_testing import SeparableTrainer, make_dataset
 
-from zae_engine.trainer import Trainer
-
-
-class FeatureTrainer(SeparableTrainer, Trainer):
-    pass
+from zae_engine.testing import SeparableTrainer, make_dataset, make_model
 
 
-class ScriptedValidTrainer(SeparableTrainer, Trainer):
+class ScriptedValidTrainer(SeparableTrainer):
     """Validation returns `script[epoch - 1]` as its loss and `1 - that` as 'acc': epoch metrics chosen by the test."""
 
     script: list[float] = []
@@ -39,17 +36,6 @@ class Unsized:
         return iter(self.batches)
 
 
-def linear(seed: int = 0) -> nn.Linear:
-    torch.manual_seed(seed)
-    return nn.Linear(10, 2)
-
-
-def make_trainer(cls: type = FeatureTrainer, model: nn.Module | None = None, lr: float = 0.1, **kwargs) -> Trainer:
-    model = linear() if model is None else model
-    kwargs.setdefault("log_bar", False)
-    return cls(model, "cpu", "train", torch.optim.SGD(model.parameters(), lr=lr), **kwargs)
-
-
 def batches(n: int = 80, batch_size: int = 8, seed: int = 0) -> list[tuple[torch.Tensor, torch.Tensor]]:
     """The dataset cut into fixed batches, in order."""
     return list(DataLoader(make_dataset(n, seed), batch_size=batch_size, shuffle=False))
@@ -60,8 +46,8 @@ def merged(parts: list[tuple[torch.Tensor, torch.Tensor]]) -> tuple[torch.Tensor
 
 
 def reference_sgd(big_batches, lr: float = 0.1, clip: float = 0.0, seed: int = 0) -> dict[str, torch.Tensor]:
-    """A hand-written SGD loop, one step per batch: what the trainer must reproduce."""
-    model = linear(seed)
+    """A hand-written SGD loop, one step per batch: what the trainer must reproduce (start: `make_model(seed)`)."""
+    model = make_model(seed)
     optimizer = torch.optim.SGD(model.parameters(), lr=lr)
     for x, y in big_batches:
         nn.functional.cross_entropy(model(x), y).backward()
@@ -70,9 +56,3 @@ def reference_sgd(big_batches, lr: float = 0.1, clip: float = 0.0, seed: int = 0
         optimizer.step()
         optimizer.zero_grad()
     return model.state_dict()
-
-
-def assert_same_weights(actual: dict, expected: dict, atol: float = 1e-6) -> None:
-    assert actual.keys() == expected.keys()
-    for key in expected:
-        torch.testing.assert_close(actual[key], expected[key], atol=atol, rtol=1e-5, msg=key)

@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import pytest
-from features_testing import FeatureTrainer, ScriptedValidTrainer, batches, make_trainer
+from features_testing import ScriptedValidTrainer, batches
 
 from zae_engine.errors import ConfigError
+from zae_engine.testing import SeparableTrainer, make_trainer
 from zae_engine.trainer.addons import EarlyStoppingAddon, StateManagerAddon
 
 
 def scripted(script: list[float], **kwargs):
     cls = type("Scripted", (ScriptedValidTrainer.add_on(EarlyStoppingAddon),), {"script": script})
-    return make_trainer(cls, **kwargs)
+    return make_trainer(trainer_cls=cls, **kwargs)
 
 
 def run(trainer, n_epoch: int = 6) -> None:
@@ -84,7 +85,8 @@ def test_bad_settings_name_the_field(kwargs, field):
 
 
 def test_default_monitor_is_the_trainers_best_metric_train_loss_without_validation():
-    trainer = make_trainer(FeatureTrainer.add_on(EarlyStoppingAddon), lr=0.0, patience=1)  # lr 0: a flat loss
+    stopping = SeparableTrainer.add_on(EarlyStoppingAddon)
+    trainer = make_trainer(trainer_cls=stopping, lr=0.0, patience=1)  # lr 0: a flat loss
     trainer.run(5, batches(16, 8))
     assert len(trainer.history) == 2
     assert trainer.addon("early_stopping").reason.startswith("early stopping after epoch 2: train/loss")
@@ -92,7 +94,9 @@ def test_default_monitor_is_the_trainers_best_metric_train_loss_without_validati
 
 def test_shares_monitor_with_the_state_manager_on_one_trainer(tmp_path):
     cls = type("Both", (ScriptedValidTrainer.add_on(StateManagerAddon, EarlyStoppingAddon),), {"script": [1.0, 1.0]})
-    trainer = make_trainer(cls, save_path=str(tmp_path), monitor="valid/acc", monitor_mode="max", patience=1)
+    trainer = make_trainer(
+        trainer_cls=cls, save_path=str(tmp_path), monitor="valid/acc", monitor_mode="max", patience=1
+    )
     run(trainer, 3)
     assert len(trainer.history) == 2
     assert trainer.addon("state_manager").config.monitor == trainer.addon("early_stopping").config.monitor

@@ -6,10 +6,11 @@ import json
 
 import pytest
 import torch
-from features_testing import FeatureTrainer, batches, make_trainer
+from features_testing import batches
 from torch import nn
 
 from zae_engine.errors import CheckpointError, ConfigError
+from zae_engine.testing import SeparableTrainer, make_trainer
 from zae_engine.trainer.addons import AddOnBase, EMAAddon
 
 
@@ -40,7 +41,7 @@ def small_net() -> nn.Module:
 
 
 def ema_trainer(**kwargs):
-    return make_trainer(FeatureTrainer.add_on(WeightRecorder, EMAAddon), model=small_net(), **kwargs)
+    return make_trainer(trainer_cls=SeparableTrainer.add_on(WeightRecorder, EMAAddon), model=small_net(), **kwargs)
 
 
 @pytest.mark.parametrize("update_every", [1, 3])
@@ -89,12 +90,12 @@ def test_validation_runs_on_the_ema_weights_when_asked_and_the_live_weights_come
 
 
 def test_live_weights_come_back_when_validation_fails():
-    class BrokenValidation(FeatureTrainer):
+    class BrokenValidation(SeparableTrainer):
         def test_step(self, batch):
             raise RuntimeError("validation broke")
 
     cls = BrokenValidation.add_on(WeightRecorder, EMAAddon)
-    trainer = make_trainer(cls, model=small_net(), decay=0.5, evaluate_with_ema=True)
+    trainer = make_trainer(trainer_cls=cls, model=small_net(), decay=0.5, evaluate_with_ema=True)
     with pytest.raises(RuntimeError, match="validation broke"):
         trainer.run(1, batches(32, 8), valid_loader=batches(16, 8))
     live = trainer.addon("weight_recorder").after_step[-1]
@@ -119,11 +120,12 @@ def test_ema_state_round_trips_through_the_trainer_state_as_tensors_and_plain_va
 
 def test_ema_weights_of_another_model_are_refused_with_the_keys():
     trainer = ema_trainer()
-    other = make_trainer(FeatureTrainer.add_on(EMAAddon))  # a plain Linear: other keys
+    other = make_trainer(trainer_cls=SeparableTrainer.add_on(EMAAddon))  # a plain Linear: other keys
     other.run(1, batches(16, 8))
     with pytest.raises(CheckpointError, match="EMA weights do not fit the model"):
         trainer.load_state_dict({**trainer.state_dict(), "addons": {"ema": other.state_dict()["addons"]["ema"]}})
-    wide = make_trainer(FeatureTrainer.add_on(EMAAddon), model=torch.nn.Linear(10, 3))  # same keys, other shapes
+    wide_model = torch.nn.Linear(10, 3)  # same keys, other shapes
+    wide = make_trainer(trainer_cls=SeparableTrainer.add_on(EMAAddon), model=wide_model)
     with pytest.raises(CheckpointError, match=r"other shape: \['bias', 'weight'\]"):
         wide.addon("ema").load_state_dict(other.state_dict()["addons"]["ema"])
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import torch
 from features_testing import ScriptedValidTrainer
 from torch.utils.data import DataLoader
-from zae_testing import make_dataset
 
+from zae_engine.testing import make_dataset
 from zae_engine.trainer.addons import EarlyStoppingAddon, EMAAddon, MultiGPUAddon
 
 

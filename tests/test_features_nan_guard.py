@@ -6,12 +6,13 @@ import math
 
 import pytest
 import torch
-from features_testing import FeatureTrainer, assert_same_weights, batches, make_trainer, merged, reference_sgd
+from features_testing import batches, merged, reference_sgd
 
 from zae_engine.errors import NonFiniteLossError
+from zae_engine.testing import SeparableTrainer, assert_same_weights, make_trainer
 
 
-class PoisonAt(FeatureTrainer):
+class PoisonAt(SeparableTrainer):
     """Returns a non-finite loss at one (epoch, batch), both counted from 1."""
 
     poison: tuple[int, int] = (2, 3)
@@ -28,21 +29,21 @@ class PoisonAt(FeatureTrainer):
 @pytest.mark.parametrize("value", [math.nan, math.inf])
 def test_raise_names_the_epoch_and_batch_of_the_first_bad_loss(value):
     cls = type("Poison", (PoisonAt,), {"value": value})
-    trainer = make_trainer(cls)
+    trainer = make_trainer(trainer_cls=cls)
     with pytest.raises(NonFiniteLossError, match=r"train_step returned a non-finite loss at epoch 2, batch 3\b"):
         trainer.run(3, batches(64, 8))
     assert len(trainer.history) == 1  # the first epoch completed, the second never reached its summary
 
 
 def test_raise_also_guards_validation():
-    class BadValidation(FeatureTrainer):
+    class BadValidation(SeparableTrainer):
         def test_step(self, batch):
             result = super().test_step(batch)
             result["loss"] = result["loss"] * math.nan
             return result
 
     with pytest.raises(NonFiniteLossError, match=r"test_step returned a non-finite loss at epoch 1, batch 1\b"):
-        make_trainer(BadValidation).run(1, batches(16, 8), valid_loader=batches(16, 8))
+        make_trainer(trainer_cls=BadValidation).run(1, batches(16, 8), valid_loader=batches(16, 8))
 
 
 def poisoned_batches(bad: int) -> list:
@@ -61,7 +62,7 @@ def test_skip_drops_the_bad_batch_and_trains_exactly_as_if_it_were_absent():
     trainer.run(1, data)
 
     clean = [b for i, b in enumerate(data) if i != 2]
-    assert_same_weights(trainer.model.state_dict(), reference_sgd(clean))
+    assert_same_weights(trainer.model.state_dict(), reference_sgd(clean), atol=1e-6, rtol=1e-5)
     assert len(trainer.log_train["loss"]) == 9
     assert math.isfinite(trainer.history[0]["train/loss"])
     assert trainer.progress_checker.get_step() == 10
@@ -73,7 +74,7 @@ def test_skip_with_accumulation_drops_the_whole_group_gathered_so_far():
     trainer.run(1, data)
 
     expected = reference_sgd([merged(data[0:2]), merged(data[4:6]), merged(data[6:8]), merged(data[8:10])])
-    assert_same_weights(trainer.model.state_dict(), expected)
+    assert_same_weights(trainer.model.state_dict(), expected, atol=1e-6, rtol=1e-5)
     assert all(torch.isfinite(p).all() for p in trainer.model.parameters())
 
 
@@ -88,7 +89,7 @@ def test_raise_is_also_checked_at_progress_refreshes_mid_epoch(monkeypatch):
     import zae_engine.trainer.loop as loop
 
     monkeypatch.setattr(loop, "REFRESH_SECONDS", 0.0)  # refresh after every batch instead of at most twice a second
-    trainer = make_trainer(PoisonAt)
+    trainer = make_trainer(trainer_cls=PoisonAt)
     with pytest.raises(NonFiniteLossError, match=r"at epoch 2, batch 3\b"):
         trainer.run(2, batches(80, 8))
     assert len(trainer.log_train["loss"]) == 3  # stopped right after the bad batch, not at the end of the epoch

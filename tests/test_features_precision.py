@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import pytest
 import torch
-from features_testing import FeatureTrainer, batches, linear, make_trainer
+from features_testing import batches
 from torch import nn
+
+from zae_engine.testing import SeparableTrainer, make_model, make_trainer
 
 
 def record_linear_dtypes(model: nn.Module) -> list[torch.dtype]:
@@ -34,7 +36,7 @@ def test_matmuls_run_in_the_precision_asked_for_while_weights_stay_fp32(precisio
 
 
 def test_inference_uses_the_same_autocast():
-    model = linear()
+    model = make_model()
     seen = record_linear_dtypes(model)
     trainer = make_trainer(model=model, precision="bf16")
     trainer.inference(batches(16, 8))
@@ -56,13 +58,13 @@ def test_fp16_uses_a_grad_scaler_whose_state_round_trips_through_the_trainer_sta
 
 
 def test_fp16_scaler_skips_a_step_with_overflowing_gradients_and_lowers_its_scale():
-    class Overflow(FeatureTrainer):
+    class Overflow(SeparableTrainer):
         def train_step(self, batch):
             x, y = batch
             loss = nn.functional.cross_entropy(self.model(x), y)
             return {"loss": loss * 1e35 if self.progress_checker.get_step() == 1 else loss}
 
-    trainer = make_trainer(Overflow, precision="fp16", nan_policy="off")
+    trainer = make_trainer(trainer_cls=Overflow, precision="fp16", nan_policy="off")
     before = {k: v.clone() for k, v in trainer.model.state_dict().items()}
     trainer.run_batch(batches(8, 8)[0])  # scaled grads overflow: the scaler refuses the step
     assert all(torch.equal(before[k], v) for k, v in trainer.model.state_dict().items())

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pytest
 import torch
-from features_testing import ScriptedValidTrainer, batches, make_trainer
+from features_testing import ScriptedValidTrainer, batches
 
+from zae_engine.testing import make_trainer
 from zae_engine.trainer.addons import EarlyStoppingAddon, EMAAddon, StateManagerAddon
 
 SCRIPT = [1.0, 0.9, 0.95, 0.97, 0.5, 0.4]  # patience 2: stop after epoch 4
@@ -14,7 +15,7 @@ SCRIPT = [1.0, 0.9, 0.95, 0.97, 0.5, 0.4]  # patience 2: stop after epoch 4
 def trainer(save_path: str, save_format: str):
     composed = ScriptedValidTrainer.add_on(StateManagerAddon, EMAAddon, EarlyStoppingAddon)
     cls = type("Scripted", (composed,), {"script": SCRIPT})
-    return make_trainer(cls, save_path=save_path, save_format=save_format, decay=0.7, patience=2)
+    return make_trainer(trainer_cls=cls, save_path=save_path, save_format=save_format, decay=0.7, patience=2)
 
 
 def run(t, n_epoch: int) -> None:

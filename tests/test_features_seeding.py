@@ -7,12 +7,11 @@ import random
 import numpy as np
 import pytest
 import torch
-from features_testing import make_trainer
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
-from zae_testing import make_dataset
 
 from zae_engine.seeding import loader_generator, seed_everything, seed_worker
+from zae_engine.testing import make_dataset, make_trainer
 
 
 class NoisyDataset(Dataset):

@@ -34,12 +34,16 @@ def test_every_install_command_pins_torch_first():
 
 
 def test_readme_python_example_runs(tmp_path):
-    block = re.search(r"## From Python\n\n```python\n(.*?)```", README, flags=re.S).group(1)
-    code = block.replace("n_epoch=10", "n_epoch=2").replace('"runs/quick"', repr(str(tmp_path / "quick")))
+    """Both blocks of "From Python": the seeds' `add_on` style, then the same script with configured instances."""
+    section = README.split("## From Python", 1)[1].split("\n## ", 1)[0]
+    blocks = re.findall(r"```python\n(.*?)```", section, flags=re.S)
+    assert len(blocks) == 2
+    code = "\n".join(blocks).replace("n_epoch=10", "n_epoch=2").replace('"runs/quick"', repr(str(tmp_path / "quick")))
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=240, cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-2000:]
-    assert "'valid/acc'" in result.stdout
+    assert "'valid/acc'" in result.stdout and "['state_manager', 'early_stopping']" in result.stdout
     assert (tmp_path / "quick" / "manifest.json").is_file()
+    assert (tmp_path / "runs" / "by-acc" / "manifest.json").is_file()
 
 
 def test_readme_addon_example_composes_and_prints(tmp_path):

@@ -8,8 +8,8 @@ from typing import Any
 import pytest
 import torch
 from torch import nn
-from zae_testing import SeparableTrainer
 
+from zae_engine.testing import SeparableTrainer
 from zae_engine.trainer import Trainer
 from zae_engine.trainer.addons.tracking import TrackerAddonBase, TrackerConfig, TrackerWarning
 

@@ -8,10 +8,10 @@ import pytest
 import torch
 from torch import nn
 from torch.utils.data import DataLoader
-from zae_testing import SeparableTrainer, make_dataset
 
 from zae_engine.errors import ConfigError, StepResultError
 from zae_engine.schedulers import CosineAnnealingScheduler
+from zae_engine.testing import SeparableTrainer, make_dataset
 from zae_engine.trainer import ProgressChecker, Trainer
 from zae_engine.trainer.addons import StateManagerAddon
 

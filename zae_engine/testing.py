@@ -76,12 +76,22 @@ def make_model(seed: int = 0) -> nn.Linear:
 
 
 def make_trainer(
-    *addons: AddOnBase, trainer_cls: type[Trainer] = SeparableTrainer, lr: float = 0.1, seed: int = 0, **options: Any
+    *addons: AddOnBase,
+    trainer_cls: type[Trainer] = SeparableTrainer,
+    model: nn.Module | None = None,
+    device: Any = "cpu",
+    lr: float = 0.1,
+    seed: int = 0,
+    **options: Any,
 ) -> Trainer:
-    """A trainer for the separable task: seeded Linear(10, 2), SGD(lr), the given add-ons, `log_bar=False`."""
-    model = make_model(seed)
+    """A trainer for the separable task: seeded Linear(10, 2) (or your `model`), SGD(lr), the add-ons, no bars.
+
+    `trainer_cls` may be a class made by `Trainer.add_on(...)`; its add-ons' keywords then go in `options`.
+    `device=["cpu", "cpu"]` with a launcher add-on (`mpu`) trains in two processes.
+    """
+    model = make_model(seed) if model is None else model
     options.setdefault("log_bar", False)
-    return trainer_cls(model, "cpu", "train", torch.optim.SGD(model.parameters(), lr=lr), addons=addons, **options)
+    return trainer_cls(model, device, "train", torch.optim.SGD(model.parameters(), lr=lr), addons=addons, **options)
 
 
 def assert_same_weights(
@@ -148,6 +158,7 @@ class TrackerContract:
         (run,) = self.read_back(tmp_path)
         running = run.rows_with("running/train/loss")
         assert [row["step"] for row in running] == [2, 4, 6, 8]
+        assert all(row["running/lr/group0"] == _approx(0.1) for row in running)  # make_trainer's SGD rate
         # at an epoch's last step the running mean has seen the whole epoch
         assert running[1]["running/train/loss"] == _approx(trainer.history[0]["train/loss"])
 

@@ -1,8 +1,9 @@
 """`MetricsCSVAddon`: one CSV row per epoch, rewritten atomically so the file is always whole.
 
-It shows every part of an add-on: a registry `name`, a pydantic `Config` whose docstring is the description
-and whose fields are the add-on's options (`MetricsCSVAddon(csv_path=...)`, or `- {name: metrics_csv, ...}` in a
-spec), a hook, rank-zero side effects, and checkpoint state so a resumed run keeps the rows it had written.
+It shows every part of an add-on: a registry `name`, a pydantic `Config` (in `config.py`, torch-free) whose
+docstring is the description and whose fields are the add-on's options (`MetricsCSVAddon(csv_path=...)`, or
+`- {name: metrics_csv, ...}` in a spec), state kept from `__init__`, a hook, rank-zero side effects, and
+checkpoint state so a resumed run keeps the rows it had written.
 """
 
 from __future__ import annotations
@@ -11,20 +12,10 @@ import csv
 from pathlib import Path
 from typing import Any
 
-from pydantic import Field
-
 from zae_engine.checkpoint.atomic import atomic_path
 from zae_engine.distributed import is_rank_zero
-from zae_engine.trainer.addons.base import AddOnBase, AddOnConfig
-
-
-class MetricsCSVConfig(AddOnConfig):
-    """Write each epoch summary (losses, metrics, learning rates) as a row of a CSV file."""
-
-    csv_path: str = Field("metrics.csv", description="CSV file that receives one row per epoch")
-    csv_keys: list[str] | None = Field(
-        None, description="columns to keep, e.g. ['epoch', 'valid/loss']; None keeps every summary key"
-    )
+from zae_engine.trainer.addons.base import AddOnBase
+from zae_metrics_csv.config import MetricsCSVConfig
 
 
 class MetricsCSVAddon(AddOnBase):

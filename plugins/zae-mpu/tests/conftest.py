@@ -1,4 +1,4 @@
-"""zae-mpu tests: spawned workers import `zae_mpu_testkit` by name, so this folder goes on sys.path."""
+"""zae-mpu tests: spawned workers and the scripts import `zae_mpu_testkit` by name, so this folder goes on sys.path."""
 
 from __future__ import annotations
 

@@ -18,22 +18,16 @@ from safetensors.torch import load_file
 from torch.utils.data import DataLoader
 from zae_mpu import RankFailedError
 from zae_mpu.ports import free_port
-from zae_mpu_testkit import (
-    DDPTrainer,
-    FailingDDPTrainer,
-    LateReportingDDPTrainer,
-    PlainTrainer,
-    make_dataset,
-    make_model,
-)
+from zae_mpu_testkit import DDPTrainer, FailingDDPTrainer, LateReportingDDPTrainer, make_mlp
 
 from zae_engine.errors import ConfigError
+from zae_engine.testing import SeparableTrainer, make_dataset
 
 SCRIPTS = Path(__file__).parent / "scripts"
 
 
 def make_trainer(cls, **options):
-    model = make_model()
+    model = make_mlp()
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
     return cls(model, ["cpu", "cpu"], "train", optimizer, log_bar=False, threads_per_worker=1, **options)
 
@@ -46,7 +40,7 @@ def test_a_rank_that_raises_ends_every_rank_with_its_traceback(trainer_cls):
     """The rank named is the one whose code raised, even when its peer's broken collective is reported first."""
     trainer = make_trainer(trainer_cls)
     with pytest.raises(RankFailedError) as caught:
-        trainer.run(3, DataLoader(make_dataset(), batch_size=8))
+        trainer.run(3, DataLoader(make_dataset(128), batch_size=8))
     message = str(caught.value)
     assert "rank 1 of 2 failed" in message
     assert "ValueError: boom on rank 1 at step 3" in message
@@ -57,7 +51,7 @@ def test_a_rank_that_raises_ends_every_rank_with_its_traceback(trainer_cls):
 
 def test_what_cannot_travel_to_the_workers_is_named_before_any_starts():
     trainer = make_trainer(DDPTrainer)
-    loader = DataLoader(make_dataset(), batch_size=8, collate_fn=lambda items: items)
+    loader = DataLoader(make_dataset(128), batch_size=8, collate_fn=lambda items: items)
     with pytest.raises(ConfigError, match="cannot be pickled.*lambda"):
         trainer.run(1, loader)
 
@@ -73,12 +67,12 @@ def busy_port():
 def test_busy_port_is_refused_with_the_port_and_the_fix_when_strict(busy_port):
     trainer = make_trainer(DDPTrainer, init_method=f"tcp://localhost:{busy_port}", strict_port=True)
     with pytest.raises(ConfigError, match=f"port {busy_port} .*already in use.*strict_port=False"):
-        trainer.run(1, DataLoader(make_dataset(), batch_size=8))
+        trainer.run(1, DataLoader(make_dataset(128), batch_size=8))
 
 
 def test_busy_port_is_swapped_for_a_free_one_otherwise(busy_port, capfd):
     trainer = make_trainer(DDPTrainer, init_method=f"tcp://localhost:{busy_port}")
-    trainer.run(1, DataLoader(make_dataset(), batch_size=8))
+    trainer.run(1, DataLoader(make_dataset(128), batch_size=8))
     assert f"port {busy_port} is in use" in capfd.readouterr().err
     assert trainer.progress_checker.get_epoch() == 2
 
@@ -184,9 +178,9 @@ def test_two_runs_started_together_on_one_init_method_each_train_alone(tmp_path)
 
 def _single_process_reference(seed: int) -> dict:
     """What 2 ranks x batch 8 must end with: 1 process x batch 16 (SGD, no shuffling)."""
-    model = make_model(seed)
+    model = make_mlp(seed)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
-    PlainTrainer(model, "cpu", "train", optimizer, log_bar=False).run(
-        2, DataLoader(make_dataset(seed=seed), batch_size=16, shuffle=False)
+    SeparableTrainer(model, "cpu", "train", optimizer, log_bar=False).run(
+        2, DataLoader(make_dataset(128, seed=seed), batch_size=16, shuffle=False)
     )
     return model.state_dict()

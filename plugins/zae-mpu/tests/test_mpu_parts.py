@@ -12,9 +12,9 @@ from zae_mpu.failures import is_transport_error, read_failures, record_failure, 
 from zae_mpu.handback import read_state, write_state
 from zae_mpu.ports import hosted_rendezvous
 from zae_mpu.sharding import shard_loader
-from zae_mpu_testkit import make_dataset
 
 from zae_engine.errors import ConfigError
+from zae_engine.testing import make_dataset
 
 
 def test_handback_round_trip_keeps_int_keys_tuples_and_infinities(tmp_path):

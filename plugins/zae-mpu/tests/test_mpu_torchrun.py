@@ -9,9 +9,10 @@ import sys
 from pathlib import Path
 
 import pytest
-import torch
 from safetensors.torch import load_file
 from zae_mpu.ports import free_port
+
+from zae_engine.testing import assert_same_weights
 
 JOB = Path(__file__).parent / "scripts" / "torchrun_job.py"
 
@@ -29,8 +30,7 @@ def check_ranks(out: Path) -> None:
     weights = [load_file(str(out / f"rank{r}.safetensors")) for r in (0, 1)]
     assert [r["world_size"] for r in reports] == [2, 2]
     assert all(r["model_is_users"] for r in reports)  # the DDP wrapper is gone after run()
-    for key in weights[0]:  # DDP kept the replicas identical
-        torch.testing.assert_close(weights[0][key], weights[1][key], rtol=0, atol=0)
+    assert_same_weights(weights[0], weights[1])  # DDP kept the replicas identical, bit for bit
     history = reports[0]["history"]
     assert [h["step"] for h in history] == [8, 16, 24]  # 128 samples / (8 per rank x 2 ranks) per epoch
     assert history[-1]["train/loss"] < history[0]["train/loss"]
@@ -86,12 +86,12 @@ def test_two_nodes_on_loopback(tmp_path):
 
 
 SPEC = """
-trainer: {class_path: zae_mpu_testkit.PlainTrainer, init_args: {log_bar: false}}
+trainer: {class_path: zae_engine.testing.SeparableTrainer, init_args: {log_bar: false}}
 device: cpu
 model: {class_path: torch.nn.Linear, init_args: {in_features: 10, out_features: 2}}
 optimizer: {class_path: torch.optim.SGD, init_args: {lr: 0.1}}
 data:
-  train: {dataset: {class_path: zae_mpu_testkit.SeparableDataset, init_args: {size: 128}}, batch_size: 8, shuffle: true}
+  train: {dataset: {class_path: zae_engine.testing.make_dataset, init_args: {n: 128}}, batch_size: 8, shuffle: true}
 addons:
   - {name: mpu}
   - {name: state_manager, save_path: SAVE_PATH, save_format: safetensors, save_top_k: 0, keep_last: 1}
@@ -103,12 +103,8 @@ run: {n_epoch: 2, seed: 0}
 def test_zae_run_with_nproc_per_node_trains_on_two_ranks(tmp_path):
     spec = tmp_path / "spec.yaml"
     spec.write_text(SPEC.replace("SAVE_PATH", str(tmp_path / "ckpt")))
-    env = {
-        **environment(),
-        "PYTHONPATH": os.pathsep.join([str(Path(__file__).parent), os.environ.get("PYTHONPATH", "")]),
-    }
     command = [sys.executable, "-m", "zae_engine.cli", "run", str(spec), "--nproc-per-node", "2"]
-    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=110, cwd=tmp_path)
+    done = subprocess.run(command, env=environment(), capture_output=True, text=True, timeout=110, cwd=tmp_path)
     assert done.returncode == 0, (done.stdout + done.stderr)[-3000:]
     assert done.stdout.count("epoch 2/2") == 1  # rank 0 alone reports
     (folder,) = [p for p in (tmp_path / "ckpt").iterdir() if p.is_dir()]

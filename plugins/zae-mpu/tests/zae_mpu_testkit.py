@@ -1,4 +1,9 @@
-"""Trainers and data for the zae-mpu tests, in a module spawned workers can import by name."""
+"""What the zae-mpu tests add to `zae_engine.testing`, in a module spawned workers and scripts import by name.
+
+The task, its data and the single-process trainer come from the kit (`SeparableTrainer`, `make_dataset`); here
+are only the DDP trainers (workers unpickle them by module and name) and a model with a hidden layer, so that
+gradient averaging has more than one layer to get right.
+"""
 
 from __future__ import annotations
 
@@ -10,42 +15,19 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 from torch import nn
-from torch.utils.data import TensorDataset
 from zae_mpu import MultiGPUAddon
 
 from zae_engine.distributed import get_rank
-from zae_engine.trainer import Trainer
+from zae_engine.testing import SeparableTrainer
 
 
-def make_dataset(n: int = 128, seed: int = 0) -> TensorDataset:
-    g = torch.Generator().manual_seed(seed)
-    x = torch.randn(n, 10, generator=g)
-    y = (x.sum(dim=1) > 0).long()
-    return TensorDataset(x, y)
-
-
-def make_model(seed: int = 0) -> nn.Module:
+def make_mlp(seed: int = 0) -> nn.Module:
     torch.manual_seed(seed)
     return nn.Sequential(nn.Linear(10, 16), nn.Tanh(), nn.Linear(16, 2))
 
 
-class StepsMixin:
-    def train_step(self, batch):
-        x, y = batch
-        return {"loss": nn.functional.cross_entropy(self.model(x), y)}
-
-    def test_step(self, batch):
-        x, y = batch
-        logits = self.model(x)
-        return {"loss": nn.functional.cross_entropy(logits, y), "acc": (logits.argmax(1) == y).float().mean()}
-
-
-class PlainTrainer(StepsMixin, Trainer):
-    """The single-process reference."""
-
-
-class DDPTrainer(StepsMixin, Trainer.add_on(MultiGPUAddon)):
-    """The same steps under MultiGPUAddon."""
+class DDPTrainer(SeparableTrainer.add_on(MultiGPUAddon)):
+    """The kit's trainer under MultiGPUAddon."""
 
 
 class FailingDDPTrainer(DDPTrainer):
@@ -104,10 +86,3 @@ def wait_until_exited(pid: int) -> None:
         if state in ("Z", "X"):
             return
         time.sleep(0.01)
-
-
-class SeparableDataset(TensorDataset):
-    """`make_dataset` as a class, for run specs."""
-
-    def __init__(self, size: int = 128, seed: int = 0) -> None:
-        super().__init__(*make_dataset(size, seed).tensors)

@@ -1,112 +1,29 @@
-"""Fixtures for zae-wandb tests: a tiny trainer, an isolated offline W&B environment, and a `.wandb` file reader.
+"""Fixtures for zae-wandb tests: an isolated offline W&B environment and one shared offline run.
 
-wandb ships no Python reader for its run files, so `read_wandb_run` decodes them here: LevelDB-log framing
-(32 KiB blocks; each chunk has a 7-byte header: crc32c u32, length u16, type u8 with FULL=1 FIRST=2 MIDDLE=3
-LAST=4) after a 7-byte file header (b":W&B", magic 0xBEE1, version 0), every record a
-`wandb.proto.wandb_internal_pb2.Record`.
+The task, the trainer and the data come from `zae_engine.testing`; the `.wandb` reader lives in `wandb_files`
+(this folder goes on sys.path so test modules can import it: conftest itself is not importable under
+--import-mode=importlib).
 """
 
 from __future__ import annotations
 
-import json
 import os
-import struct
 import sys
 import warnings
-from dataclasses import dataclass, field
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Any
 
 import pytest
 import torch
 
 HERE = Path(__file__).resolve().parent
-if str(HERE) not in sys.path:  # DDP workers import zae_wandb_testkit by name
+if str(HERE) not in sys.path:
     sys.path.insert(0, str(HERE))
 torch.set_num_threads(1)
 
-from zae_wandb_testkit import TinyTrainer, tiny_loader, tiny_parts  # noqa: E402
+from wandb_files import isolate_wandb, read_wandb_dir  # noqa: E402
 
-_BLOCK = 32 * 1024
-_HEADER = 7
-_FULL, _FIRST, _MIDDLE, _LAST = 1, 2, 3, 4
-
-
-@dataclass
-class WandbRunFile:
-    """What one `.wandb` file holds, decoded."""
-
-    path: Path
-    run_id: str = ""
-    project: str = ""
-    config: dict[str, Any] = field(default_factory=dict)
-    history: list[dict[str, Any]] = field(default_factory=list)
-    summary: dict[str, Any] = field(default_factory=dict)
-    exit_code: int | None = None
-    artifacts: list[Any] = field(default_factory=list)
-
-    def rows_with(self, key: str) -> list[dict[str, Any]]:
-        return [row for row in self.history if key in row]
-
-
-def _chunks(data: bytes):
-    """Yield whole records from LevelDB-log framed bytes (the file header counts toward the first block)."""
-    assert data[:4] == b":W&B", f"not a .wandb file: starts with {data[:7]!r}"
-    pos, pending = _HEADER, b""
-    while pos + _HEADER <= len(data):
-        left = _BLOCK - pos % _BLOCK
-        if left < _HEADER:  # a block's tail too small for a header is zero padding
-            pos += left
-            continue
-        _crc, length, kind = struct.unpack("<IHB", data[pos : pos + _HEADER])
-        pos += _HEADER
-        chunk = data[pos : pos + length]
-        pos += length
-        if kind == _FULL:
-            yield chunk
-        elif kind == _FIRST:
-            pending = chunk
-        elif kind == _MIDDLE:
-            pending += chunk
-        elif kind == _LAST:
-            yield pending + chunk
-            pending = b""
-        elif kind == 0 and length == 0:  # zero padding at a block's end
-            pos += _BLOCK - pos % _BLOCK if pos % _BLOCK else 0
-
-
-def _item_key(item: Any) -> str:
-    return "/".join(item.nested_key) if item.nested_key else item.key
-
-
-def read_wandb_run(path: Path) -> WandbRunFile:
-    from wandb.proto import wandb_internal_pb2 as pb
-
-    run = WandbRunFile(path=path)
-    for raw in _chunks(path.read_bytes()):
-        record = pb.Record()
-        record.ParseFromString(raw)
-        kind = record.WhichOneof("record_type")
-        if kind == "run":
-            run.run_id, run.project = record.run.run_id, record.run.project
-            run.config.update({_item_key(i): json.loads(i.value_json) for i in record.run.config.update})
-        elif kind == "config":
-            run.config.update({_item_key(i): json.loads(i.value_json) for i in record.config.update})
-        elif kind == "history":
-            run.history.append({_item_key(i): json.loads(i.value_json) for i in record.history.item})
-        elif kind == "summary":
-            run.summary.update({_item_key(i): json.loads(i.value_json) for i in record.summary.update})
-        elif kind == "exit":
-            run.exit_code = record.exit.exit_code
-        elif kind == "artifact":
-            run.artifacts.append(record.artifact)
-    return run
-
-
-def read_wandb_dir(root: Path) -> list[WandbRunFile]:
-    """Every offline run under `root`, oldest first."""
-    return [read_wandb_run(p) for p in sorted(root.glob("wandb/offline-run-*/run-*.wandb"))]
+from zae_engine.testing import SeparableTrainer, make_loader, make_model  # noqa: E402
 
 
 @pytest.fixture
@@ -115,16 +32,6 @@ def wandb_home(tmp_path_factory, monkeypatch) -> Path:
     root = tmp_path_factory.mktemp("wandb-home")
     isolate_wandb(monkeypatch, root)
     return root
-
-
-def isolate_wandb(monkeypatch, root: Path) -> None:
-    for var in ("WANDB_API_KEY", "WANDB_MODE", "WANDB_RUN_ID", "WANDB_PROJECT", "WANDB_DISABLED"):
-        monkeypatch.delenv(var, raising=False)
-    monkeypatch.setenv("NETRC", str(root / "no-netrc"))
-    monkeypatch.setenv("WANDB_SILENT", "true")
-    for var, sub in (("WANDB_DIR", ""), ("WANDB_CONFIG_DIR", "config"), ("WANDB_CACHE_DIR", "cache")):
-        monkeypatch.setenv(var, str(root / sub))
-    monkeypatch.setenv("WANDB_DATA_DIR", str(root / "data"))
 
 
 def child_processes() -> list[str]:
@@ -142,57 +49,41 @@ def child_processes() -> list[str]:
     return names
 
 
-@pytest.fixture(scope="session")
-def wb() -> SimpleNamespace:
-    """The helpers above, for test modules (conftest is not importable under --import-mode=importlib)."""
-    return SimpleNamespace(
-        Trainer=TinyTrainer,
-        loader=tiny_loader,
-        parts=tiny_parts,
-        read_dir=read_wandb_dir,
-        isolate=isolate_wandb,
-        children=child_processes,
-    )
-
-
 # the long note makes the config record span several 32 KiB blocks: FIRST/MIDDLE/LAST chunks get read too
 SPEC = {"trainer": {"class_path": "tests.TinyTrainer"}, "run": {"n_epoch": 2, "seed": 0}, "notes": "spec " * 20_000}
 
 
 @pytest.fixture(scope="session")
 def trained(tmp_path_factory) -> SimpleNamespace:
-    """One real offline W&B run shared by the read-back tests: run(2 epochs), then run(1 epoch) on the same trainer.
+    """One real offline W&B run, made the seeds' way: run(2 epochs), then run(1 epoch) on the same trainer.
 
-    64 samples in batches of 16 -> 4 optimizer steps per epoch; log_interval=2 -> running logs at steps 2, 4, ...
-    No mode and no credentials are given, so the add-on must fall back to offline by itself.
+    No mode and no credentials are given, so the add-on must fall back to offline by itself. (What every tracker
+    owes, keys, steps and run identity, is checked by the TrackerContract in test_wandb_contract.py.)
     """
     from zae_wandb import WandBLoggerAddon
 
     root = tmp_path_factory.mktemp("wandb-shared")
-    loader = tiny_loader()
     with pytest.MonkeyPatch.context() as mp, warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         isolate_wandb(mp, root)
-        model, optimizer = tiny_parts()
-        trainer = TinyTrainer.add_on(WandBLoggerAddon)(
+        model = make_model()
+        trainer = SeparableTrainer.add_on(WandBLoggerAddon)(
             model,
             "cpu",
             "train",
-            optimizer,
+            torch.optim.SGD(model.parameters(), lr=0.1),
             log_bar=False,
             log_interval=2,
             web_logger={"wandb": {"project": "zae-tests", "dir": str(root)}},
         )
         trainer.run_spec = SPEC
-        trainer.run(2, loader, loader)
-        history_after_first = [dict(h) for h in trainer.history]
-        trainer.run(1, loader, loader)
+        trainer.run(2, make_loader(), make_loader())
+        trainer.run(1, make_loader(), make_loader())
         children = child_processes()
     return SimpleNamespace(
         trainer=trainer,
         root=root,
         runs=read_wandb_dir(root),
         warnings=[w for w in caught if w.category.__name__ == "TrackerWarning"],
-        first_history=history_after_first,
         children=children,
     )

@@ -1,4 +1,9 @@
-"""WandBLoggerAddon with the real wandb client offline: train, read the `.wandb` files back, check what is there."""
+"""What is W&B's own in WandBLoggerAddon, with the real wandb client offline and its `.wandb` files read back.
+
+Key scheme, steps, one W&B run across run() calls, failed runs, a failing client and the run id in checkpoints
+are the tracker contract's (test_wandb_contract.py); here: offline fallback, process cleanup, the logged
+configuration, error summaries, artifacts, ranks, secrets, specs.
+"""
 
 from __future__ import annotations
 
@@ -6,14 +11,16 @@ import importlib.metadata
 import warnings
 
 import pytest
+from wandb_files import read_wandb_dir
 from zae_wandb import WandBLoggerAddon
 
 from zae_engine.errors import ConfigError
+from zae_engine.testing import SeparableTrainer, make_loader, make_trainer
 from zae_engine.trainer.addons import StateManagerAddon
 from zae_engine.trainer.addons import WandBLoggerAddon as ShimmedAddon
 from zae_engine.trainer.addons.tracking import TrackerWarning
 
-EPOCH_KEYS = ("epoch", "step", "train/loss", "valid/loss", "valid/acc", "lr/group0")
+OFFLINE = {"wandb": {"mode": "offline"}}
 
 
 def test_wandb_is_registered_and_served_by_the_core_shim():
@@ -30,41 +37,18 @@ def test_wandb_without_credentials_falls_back_to_offline_and_says_how_to_sync(tr
     assert list((trained.root / "wandb").glob(folder.rsplit("/", 1)[1] + "/run-*.wandb"))
 
 
-def test_wandb_epoch_summaries_match_the_trainer_history(trained):
+def test_wandb_finishes_each_run_and_leaves_no_process_behind(trained):
     first, second = trained.runs
-    logged = first.rows_with("epoch") + second.rows_with("epoch")
-    assert [row["epoch"] for row in logged] == [1, 2, 3]
-    assert [row["step"] for row in logged] == [4, 8, 12]
-    for row, summary in zip(logged, trained.trainer.history):
-        assert {k: row[k] for k in EPOCH_KEYS} == {k: summary[k] for k in EPOCH_KEYS}
-    assert second.summary["train/loss"] == trained.trainer.history[-1]["train/loss"]
-
-
-def test_wandb_running_metrics_every_log_interval(trained):
-    first, second = trained.runs
-    running = first.rows_with("running/train/loss") + second.rows_with("running/train/loss")
-    assert [row["step"] for row in running] == [2, 4, 6, 8, 10, 12]
-    assert all(row["running/lr/group0"] == pytest.approx(0.1) for row in running)
-    assert "epoch" not in running[0] and "running/train/loss" not in first.rows_with("epoch")[0]
-    # at an epoch's last step the running mean has seen the whole epoch: it equals the epoch mean
-    by_step = {row["step"]: row["running/train/loss"] for row in running}
-    assert by_step[4] == pytest.approx(trained.first_history[0]["train/loss"], rel=1e-5)
-    assert by_step[12] == pytest.approx(trained.trainer.history[2]["train/loss"], rel=1e-5)
-
-
-def test_wandb_second_run_continues_the_same_wandb_run(trained):
-    addon = trained.trainer.addons["wandb"]
-    first, second = trained.runs
-    assert first.run_id == second.run_id == addon.tracker_run_id
     assert first.project == second.project == "zae-tests"
     assert first.exit_code == second.exit_code == 0
-    assert addon.run is None  # closed after each run()
+    assert second.summary["train/loss"] == trained.trainer.history[-1]["train/loss"]
+    assert trained.trainer.addons["wandb"].run is None  # closed after each run()
     assert "wandb-core" not in trained.children  # and wandb's service process is gone
 
 
 def test_wandb_config_holds_trainer_addon_and_spec_settings(trained):
     config = trained.runs[0].config
-    assert config["trainer"]["log_interval"] == 2 and config["trainer"]["class"].startswith("TinyTrainer")
+    assert config["trainer"]["log_interval"] == 2 and config["trainer"]["class"].startswith("SeparableTrainer")
     assert config["addons"]["wandb"]["web_logger"] == {"wandb": {"project": "zae-tests", "dir": str(trained.root)}}
     assert config["addons"]["wandb"]["upload_checkpoints"] is False
     assert config["optimizer"]["class"] == "torch.optim.sgd.SGD" and config["optimizer"]["lr"] == 0.1
@@ -73,28 +57,22 @@ def test_wandb_config_holds_trainer_addon_and_spec_settings(trained):
     assert trained.runs[0].path.stat().st_size > 3 * 32 * 1024  # so records crossed block boundaries
 
 
-def test_wandb_marks_a_failed_run(wb, wandb_home):
-    class Exploding(wb.Trainer):
+def test_wandb_puts_the_error_of_a_failed_run_in_its_summary(wandb_home):
+    class Exploding(SeparableTrainer):
         def train_step(self, batch):
             if self.progress_checker.get_step() == 6:
                 raise RuntimeError("boom at step 6")
             return super().train_step(batch)
 
-    model, optimizer = wb.parts()
-    trainer = Exploding.add_on(WandBLoggerAddon)(
-        model, "cpu", "train", optimizer, log_bar=False, log_interval=1, web_logger={"wandb": {"mode": "offline"}}
-    )
+    trainer = make_trainer(WandBLoggerAddon(web_logger=OFFLINE), trainer_cls=Exploding)
     with pytest.raises(RuntimeError, match="boom"):
-        trainer.run(3, wb.loader())
-    (run,) = wb.read_dir(wandb_home)
-    assert run.exit_code == 1
-    assert run.summary["error"] == "RuntimeError: boom at step 6"
-    assert [row["step"] for row in run.rows_with("running/train/loss")] == [1, 2, 3, 4, 5]
-    assert [row["epoch"] for row in run.rows_with("epoch")] == [1]
+        trainer.run(3, make_loader())
+    (run,) = read_wandb_dir(wandb_home)
+    assert run.exit_code == 1 and run.summary["error"] == "RuntimeError: boom at step 6"
 
 
-def test_wandb_failure_inside_the_tracker_never_stops_training(wb, wandb_home):
-    class PullsTheRug(wb.Trainer):
+def test_a_real_wandb_error_is_contained_and_named(wandb_home):
+    class PullsTheRug(SeparableTrainer):
         """Finishes the W&B run underneath the add-on at step 3: its next log call raises inside wandb."""
 
         def train_step(self, batch):
@@ -102,37 +80,24 @@ def test_wandb_failure_inside_the_tracker_never_stops_training(wb, wandb_home):
                 self.addons["wandb"].run.finish()
             return super().train_step(batch)
 
-    model, optimizer = wb.parts()
-    trainer = PullsTheRug.add_on(WandBLoggerAddon)(
-        model, "cpu", "train", optimizer, log_bar=False, log_interval=2, web_logger={"wandb": {"mode": "offline"}}
-    )
+    trainer = make_trainer(WandBLoggerAddon(web_logger=OFFLINE), trainer_cls=PullsTheRug, log_interval=2)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        trainer.run(3, wb.loader())
+        trainer.run(3, make_loader())
     assert [h["epoch"] for h in trainer.history] == [1, 2, 3]  # training went on to the end
     tracker = [w for w in caught if issubclass(w.category, TrackerWarning)]
     assert len(tracker) == 1
     assert "W&B: logging" in str(tracker[0].message) and "training continues" in str(tracker[0].message)
-    (run,) = wb.read_dir(wandb_home)
+    (run,) = read_wandb_dir(wandb_home)
     assert [row["step"] for row in run.rows_with("running/train/loss")] == [2]  # what came before the failure
     assert trainer.addons["wandb"].run is None
 
 
-def test_wandb_uploads_checkpoints_as_artifact_versions(wb, wandb_home, tmp_path):
-    model, optimizer = wb.parts()
-    trainer = wb.Trainer.add_on(StateManagerAddon, WandBLoggerAddon)(
-        model,
-        "cpu",
-        "train",
-        optimizer,
-        log_bar=False,
-        save_path=str(tmp_path / "ckpt"),
-        save_format="safetensors",
-        upload_checkpoints=True,
-        web_logger={"wandb": {"mode": "offline"}},
-    )
-    trainer.run(2, wb.loader())
-    (run,) = wb.read_dir(wandb_home)
+def test_wandb_uploads_checkpoints_as_artifact_versions(wandb_home, tmp_path):
+    state_manager = StateManagerAddon(save_path=str(tmp_path / "ckpt"), save_format="safetensors")
+    trainer = make_trainer(state_manager, WandBLoggerAddon(web_logger=OFFLINE, upload_checkpoints=True))
+    trainer.run(2, make_loader())
+    (run,) = read_wandb_dir(wandb_home)
     assert [a.type for a in run.artifacts] == ["model", "model"]
     assert {a.name for a in run.artifacts} == {f"checkpoints-{run.run_id}"}
     aliases = [sorted(a.aliases) for a in run.artifacts]
@@ -141,34 +106,25 @@ def test_wandb_uploads_checkpoints_as_artifact_versions(wb, wandb_home, tmp_path
     assert files and any(name.endswith(".safetensors") for name in files)
 
 
-def test_wandb_logs_nothing_on_other_ranks(wb, wandb_home, monkeypatch):
+def test_wandb_logs_nothing_on_other_ranks(wandb_home, monkeypatch):
     monkeypatch.setenv("RANK", "1")
-    model, optimizer = wb.parts()
-    trainer = wb.Trainer.add_on(WandBLoggerAddon)(
-        model, "cpu", "train", optimizer, log_bar=False, web_logger={"wandb": {"mode": "offline"}}
-    )
-    trainer.run(1, wb.loader())
+    trainer = make_trainer(WandBLoggerAddon(web_logger=OFFLINE))
+    trainer.run(1, make_loader())
     assert trainer.addons["wandb"].run is None and not (wandb_home / "wandb").exists()
 
 
-def test_wandb_settings_errors_name_the_fix(wb):
-    model, optimizer = wb.parts()
+def test_wandb_settings_errors_name_the_fix():
     with pytest.raises(ConfigError, match="web_logger has an entry 'wandbb'.*did you mean 'wandb'"):
-        wb.Trainer.add_on(WandBLoggerAddon)(model, "cpu", "train", optimizer, web_logger={"wandbb": {}})
+        make_trainer(WandBLoggerAddon(web_logger={"wandbb": {}}))
     with pytest.raises(ConfigError, match="upload_checkpoints=True .* state_manager"):
-        wb.Trainer.add_on(WandBLoggerAddon)(model, "cpu", "train", optimizer, upload_checkpoints=True)
+        make_trainer(WandBLoggerAddon(upload_checkpoints=True))
     with pytest.raises(ConfigError, match="'log_steps'"):
-        wb.Trainer.add_on(WandBLoggerAddon)(model, "cpu", "train", optimizer, log_steps="often")
+        WandBLoggerAddon(log_steps="often")
 
 
-def test_wandb_run_id_travels_in_checkpoints_and_secrets_stay_out_of_the_config(wb):
-    model, optimizer = wb.parts()
-    make = wb.Trainer.add_on(WandBLoggerAddon)
-    first = make(model, "cpu", "train", optimizer, web_logger={"wandb": {"api_key": "secret-value", "project": "p"}})
-    second = make(model, "cpu", "train", optimizer)
-    second.load_state_dict(first.state_dict())
-    assert second.addons["wandb"].tracker_run_id == first.addons["wandb"].tracker_run_id
-    config = first.addons["wandb"].run_configuration()
+def test_wandb_keeps_secrets_out_of_the_logged_config():
+    trainer = make_trainer(WandBLoggerAddon(web_logger={"wandb": {"api_key": "secret-value", "project": "p"}}))
+    config = trainer.addon("wandb").run_configuration()
     assert config["addons"]["wandb"]["web_logger"]["wandb"] == {"api_key": "***", "project": "p"}
 
 
@@ -207,7 +163,7 @@ run: {n_epoch: 1, seed: 0}
 """
 
 
-def test_wandb_run_from_a_spec_logs_the_whole_spec(wb, wandb_home, monkeypatch):
+def test_wandb_run_from_a_spec_logs_the_whole_spec(wandb_home, monkeypatch):
     from typer.testing import CliRunner
 
     from zae_engine.cli.app import app
@@ -218,41 +174,35 @@ def test_wandb_run_from_a_spec_logs_the_whole_spec(wb, wandb_home, monkeypatch):
     monkeypatch.setattr("sys.path", list(__import__("sys").path))  # the CLI adds the spec folder to it
     result = CliRunner().invoke(app, ["run", "spec.yaml", "--set", "optimizer.init_args.lr=0.1"])
     assert result.exit_code == 0, result.output
-    (run,) = wb.read_dir(wandb_home)
+    (run,) = read_wandb_dir(wandb_home)
     spec = run.config["spec"]
     assert spec["model"]["class_path"] == "torch.nn.Linear" and spec["optimizer"]["init_args"]["lr"] == 0.1
     assert spec["addons"][0]["name"] == "wandb" and run.project == "spec-demo"
     assert [row["epoch"] for row in run.rows_with("epoch")] == [1]
 
 
-def test_wandb_under_ddp_logs_from_rank_zero_only(wb, wandb_home):
+def test_wandb_under_ddp_logs_from_rank_zero_only(wandb_home):
     from zae_mpu import MultiGPUAddon
 
-    model, optimizer = wb.parts()
-    trainer = wb.Trainer.add_on(MultiGPUAddon, WandBLoggerAddon)(
-        model, ["cpu", "cpu"], "train", optimizer, log_bar=False, log_interval=1,
-        web_logger={"wandb": {"mode": "offline", "dir": str(wandb_home)}},
-    )  # fmt: skip
-    trainer.run(1, wb.loader())  # two spawned gloo workers, 2 optimizer steps each
-    (run,) = wb.read_dir(wandb_home)  # one W&B run: rank 1 opened nothing
-    assert run.run_id == trainer.addons["wandb"].tracker_run_id  # the id made in this process reached rank 0
+    wandb = WandBLoggerAddon(web_logger={"wandb": {"mode": "offline", "dir": str(wandb_home)}})
+    trainer = make_trainer(MultiGPUAddon(), wandb, log_interval=1, device=["cpu", "cpu"])
+    trainer.run(1, make_loader())  # two spawned gloo workers, 2 optimizer steps each
+    (run,) = read_wandb_dir(wandb_home)  # one W&B run: rank 1 opened nothing
+    assert run.run_id == wandb.tracker_run_id  # the id made in this process reached rank 0
     assert [row["step"] for row in run.rows_with("running/train/loss")] == [1, 2]
     (epoch,) = run.rows_with("epoch")
     assert epoch["train/loss"] == trainer.history[0]["train/loss"] and run.exit_code == 0
 
 
-def test_wandb_unreachable_server_falls_back_to_offline(wb, wandb_home, monkeypatch):
+def test_wandb_unreachable_server_falls_back_to_offline(wandb_home, monkeypatch):
     monkeypatch.setenv("WANDB_API_KEY", "k" * 40)
     monkeypatch.setenv("WANDB_BASE_URL", "http://127.0.0.1:9")  # nothing listens on the discard port
-    model, optimizer = wb.parts()
-    trainer = wb.Trainer.add_on(WandBLoggerAddon)(
-        model, "cpu", "train", optimizer, log_bar=False,
-        web_logger={"wandb": {"project": "p", "settings": {"init_timeout": 2}}},
-    )  # fmt: skip
+    settings = {"project": "p", "settings": {"init_timeout": 2}}
+    trainer = make_trainer(WandBLoggerAddon(web_logger={"wandb": settings}))
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        trainer.run(1, wb.loader())
+        trainer.run(1, make_loader())
     (warning,) = [w for w in caught if issubclass(w.category, TrackerWarning)]
     assert "W&B could not start an online run" in str(warning.message) and "wandb sync" in str(warning.message)
-    (run,) = wb.read_dir(wandb_home)
+    (run,) = read_wandb_dir(wandb_home)
     assert run.rows_with("epoch")[0]["train/loss"] == trainer.history[0]["train/loss"]

@@ -7,11 +7,13 @@ import torch
 from torch.utils.data import DataLoader
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from zae_mpu_testkit import DDPTrainer, make_dataset, make_model  # noqa: E402
+from zae_mpu_testkit import DDPTrainer, make_mlp  # noqa: E402
+
+from zae_engine.testing import make_dataset  # noqa: E402
 
 if __name__ == "__main__":
     torch.set_num_threads(1)
-    model = make_model()
+    model = make_mlp()
     trainer = DDPTrainer(
         model,
         ["cpu", "cpu"],

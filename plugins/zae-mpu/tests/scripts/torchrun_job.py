@@ -10,9 +10,10 @@ from safetensors.torch import save_file
 from torch.utils.data import DataLoader
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from zae_mpu_testkit import DDPTrainer, make_dataset, make_model  # noqa: E402
+from zae_mpu_testkit import DDPTrainer, make_mlp  # noqa: E402
 
 from zae_engine.distributed import get_world_size  # noqa: E402
+from zae_engine.testing import make_dataset  # noqa: E402
 
 
 class RecordingTrainer(DDPTrainer):
@@ -24,10 +25,10 @@ class RecordingTrainer(DDPTrainer):
 if __name__ == "__main__":
     out = Path(sys.argv[1])
     torch.set_num_threads(1)
-    model = make_model(seed=0)  # the same start everywhere; DDP would broadcast rank 0's weights anyway
+    model = make_mlp(seed=0)  # the same start everywhere; DDP would broadcast rank 0's weights anyway
     trainer = RecordingTrainer(model, "cpu", "train", torch.optim.SGD(model.parameters(), lr=0.1), log_bar=False)
 
-    trainer.run(3, DataLoader(make_dataset(), batch_size=8, shuffle=True))
+    trainer.run(3, DataLoader(make_dataset(128), batch_size=8, shuffle=True))
     rank = os.environ["RANK"]
     save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(out / f"rank{rank}.safetensors"))
     report = {
