@@ -8,7 +8,7 @@ from pathlib import Path
 import typer
 
 from zae_engine._version import __version__
-from zae_engine.cli import addons
+from zae_engine.cli import addons, checkpoint
 from zae_engine.cli.output import command, out, state
 
 app = typer.Typer(
@@ -20,6 +20,7 @@ app = typer.Typer(
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 app.add_typer(addons.app, name="addons")
+app.add_typer(checkpoint.app, name="checkpoint")
 
 SPEC_HELP = "Run spec (YAML)."
 DEBUG_HELP = "Show tracebacks for errors (same as `zae --debug ...`)."
