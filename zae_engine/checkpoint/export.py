@@ -34,12 +34,12 @@ class Exported:
 def export_weights(source: str | os.PathLike, out: str | os.PathLike, force: bool = False) -> Exported:
     """Write the model weights of checkpoint `source` (a folder, or a save_path: its latest) to `out`."""
     target = Path(out)
+    if target.is_dir():
+        raise CheckpointError(f"{str(target)!r} is a folder; --out takes a file name such as model.safetensors")
     if target.suffix not in SUFFIXES:
         raise CheckpointError(
             f"cannot tell the format of {str(target)!r}: name it *.safetensors (recommended), *.pt or *.pth"
         )
-    if target.is_dir():
-        raise CheckpointError(f"{str(target)!r} is a folder; --out takes a file name such as model.safetensors")
     if target.exists() and not force:
         raise CheckpointError(f"{str(target)!r} already exists; pass --force to replace it, or choose another name")
     folder = locate(source)

@@ -68,13 +68,15 @@ def _rebuild(storage: Any, offset: Any, size: Any, stride: Any, requires_grad: A
     numel = 1
     for n in size:
         numel *= n
+    if numel * dtype.itemsize > untyped.nbytes():  # a state tensor never repeats its storage (stride 0)
+        raise Refused("a tensor with more elements than its storage holds")
     if numel:
         last = offset + sum((n - 1) * s for n, s in zip(size, stride))
         if (last + 1) * dtype.itemsize > untyped.nbytes():
             raise Refused("a tensor that reaches past the end of its storage")
     tensor = torch.empty((0,), dtype=dtype)
     tensor.set_(untyped, offset, tuple(size), tuple(stride))
-    return tensor.clone()  # its own compact memory: a view could not make a stride-0 blow-up later
+    return tensor.clone()  # its own compact memory, apart from whatever else the file put in that storage
 
 
 def _whole(value: Any) -> bool:
