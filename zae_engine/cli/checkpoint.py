@@ -46,22 +46,15 @@ def ls_command(
 def _print_listing(listing: Any, not_checked: str) -> None:
     styles = {"ok": "green", "missing": "red", "damaged": "red", not_checked: "dim"}
     table = Table(
-        "name",
-        "kind",
-        "epoch",
-        "step",
-        "monitored",
-        "marks",
-        "size",
-        "format",
-        "verified",
         title=f"checkpoints in {listing.root}",
         title_justify="left",
         caption=None if listing.damaged or not listing.checkpoints else _caption(listing, not_checked),
     )
+    for column in ("name", "kind", "epoch", "step", "monitored", "marks", "size", "format", "verified"):
+        table.add_column(column, no_wrap=column in ("name", "monitored"))
     for row in listing.checkpoints:
         entry = row.entry
-        monitored = "—" if entry.value is None else f"{entry.monitor}={entry.value:.6g} ({entry.mode})"
+        monitored = "—" if entry.value is None else f"{entry.monitor} {entry.value:.4g} ({entry.mode})"
         marks = ", ".join(mark for mark, on in (("best", row.best), ("latest", row.latest)) if on)
         table.add_row(
             entry.name,
