@@ -148,6 +148,20 @@ def test_ls_verify_names_damage_and_exits_1(copy_of):
     assert "epoch-0002" in result.stderr and "Traceback" not in result.stderr
 
 
+def test_ls_flags_missing_and_symlinked_folders_without_verify(copy_of, tmp_path):
+    save_path = copy_of("ckpt")
+    shutil.rmtree(save_path / "epoch-0001")
+    shutil.move(save_path / "epoch-0002", tmp_path / "outside")
+    (save_path / "epoch-0002").symlink_to(tmp_path / "outside")
+    result = zae("checkpoint", "ls", save_path, "--json")
+    assert result.returncode == 1
+    rows = {row["name"]: row for row in json.loads(result.stdout)["checkpoints"]}
+    assert (rows["epoch-0001"]["status"], rows["epoch-0001"]["bytes"]) == ("missing", None)
+    assert rows["epoch-0002"]["status"] == "damaged" and "symbolic link" in rows["epoch-0002"]["problems"][0]
+    assert rows["epoch-0003"]["status"] == "not checked"
+    assert "epoch-0001, epoch-0002" in result.stderr
+
+
 def test_ls_bad_input_is_one_message(tmp_path, runs):
     one_clean_error(zae("checkpoint", "ls", tmp_path / "nope"), "does not exist")
     one_clean_error(zae("checkpoint", "ls", tmp_path), "is not a save_path")

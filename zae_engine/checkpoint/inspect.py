@@ -317,7 +317,7 @@ def list_save_path(path: str | os.PathLike, verify: bool = False) -> SaveListing
         present = folder.is_dir() and not folder.is_symlink()
         if verify or not present:
             check = check_folder(folder, entry)
-            status = "ok" if check.ok else ("missing" if not present else "damaged")
+            status = "ok" if check.ok else ("missing" if not os.path.lexists(folder) else "damaged")
             problems = check.problems
         else:
             status, problems = NOT_CHECKED, []
