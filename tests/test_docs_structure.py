@@ -232,3 +232,100 @@ def test_relative_links_point_at_files():
             if target.startswith(("http://", "https://", "mailto:")):
                 continue
             assert (page.parent / target).exists(), f"{page.relative_to(ROOT)}: link to missing '{target}'"
+
+
+# ---------------------------------------------------------------------------------------------- migrating.md
+MIGRATING = {"en": ROOT / "docs" / "migrating.md", "ko": ROOT / "docs" / "migrating.ko.md"}
+PENDING = re.compile(r"<!-- pending: [^>]*-->")
+
+
+@pytest.fixture(scope="module")
+def migrating() -> dict[str, Outline]:
+    return {lang: outline(path) for lang, path in MIGRATING.items()}
+
+
+def test_migrating_twins_have_the_same_headings_code_and_marks(migrating):
+    en, ko = migrating["en"], migrating["ko"]
+    assert len(en.headings) >= 8, "migrating.md lost its sections"
+    assert [level for level, _ in en.headings] == [level for level, _ in ko.headings], (
+        f"headings differ: {en.headings} vs {ko.headings}"
+    )
+    assert len(en.blocks) == len(ko.blocks), f"{len(en.blocks)} code blocks in English, {len(ko.blocks)} in Korean"
+    for a, b in zip(en.blocks, ko.blocks):
+        where = f"migrating.md:{a.line} vs migrating.ko.md:{b.line}"
+        assert (a.lang, a.run) == (b.lang, b.run), f"language or '{RUN_MARK}' mark differs: {where}"
+        assert without_comments(a) == without_comments(b), f"code differs (comments aside): {where}"
+        if a.lang == "python":
+            compile(a.text, f"migrating.md:{a.line}", "exec")
+
+
+def test_migrating_twins_mark_the_same_pending_lines():
+    """The lead checks `<!-- pending: ... -->` lines when the work lands; both languages carry the same marks."""
+    en, ko = (PENDING.findall(path.read_text(encoding="utf-8")) for path in MIGRATING.values())
+    assert en == ko
+
+
+def test_migrating_links_point_at_headings_and_files(migrating):
+    for lang, path in MIGRATING.items():
+        for fragment, line in migrating[lang].links:
+            assert fragment in migrating[lang].anchors, f"{path.name}:{line}: no heading has the id '#{fragment}'"
+        for target in re.findall(r"\]\(([^)#\s]+)(?:#[^)]*)?\)", path.read_text(encoding="utf-8")):
+            if not target.startswith(("http://", "https://")):
+                assert (path.parent / target).exists(), f"{path.name}: link to missing '{target}'"
+
+
+def test_readme_compared_with_table_links_the_migration_guide():
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    table = readme[readme.index("## Compared with") :]
+    table = table[: table.index("\n## ")]
+    assert "(docs/migrating.md)" in table
+
+
+def test_migrating_walkthrough_runs(migrating, tmp_path):
+    """The marked blocks convert an upstream-style folder with the real `zae` and resume from it."""
+    blocks = [b for b in migrating["en"].blocks if b.run]
+    assert blocks, "no runnable block in migrating.md"
+    script = "\n\n".join(f"# --- migrating.md:{b.line}\n{b.text}" for b in blocks)
+    (tmp_path / "migrating_walkthrough.py").write_text(script, encoding="utf-8")
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
+    done = subprocess.run(
+        [sys.executable, "migrating_walkthrough.py"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=240
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert "optimizer.zae" in done.stdout and "not carried" in done.stdout
+
+
+def test_migrating_schedule_table_is_right():
+    """Our rows are what our schedulers report; upstream's rows follow the description: one step in, no stop."""
+    import math
+
+    import torch
+
+    from zae_engine.schedulers import CosineAnnealingScheduler, WarmUpScheduler
+
+    def curve(kind: type, steps: int = 7) -> list[float]:
+        optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+        scheduler = kind(optimizer, total_iters=4)
+        rates = [scheduler.get_last_lr()[0]]
+        for _ in range(steps - 1):
+            optimizer.step()
+            scheduler.step()
+            rates.append(scheduler.get_last_lr()[0])
+        return rates
+
+    expected = {
+        ("WarmUpScheduler", "ours"): curve(WarmUpScheduler),
+        ("CosineAnnealingScheduler", "ours"): curve(CosineAnnealingScheduler),
+        ("WarmUpScheduler", "upstream"): [(k + 1) / 4 for k in range(7)],
+        ("CosineAnnealingScheduler", "upstream"): [(1 + math.cos(math.pi * (k + 1) / 4)) / 2 for k in range(7)],
+    }
+    words = {"ours": "ours", "upstream": "upstream", "우리": "ours", "업스트림": "upstream"}
+    for path in MIGRATING.values():
+        rows = {}
+        for line in path.read_text(encoding="utf-8").splitlines():
+            row = re.match(r"\| `(\w+Scheduler)`, (\S+) \|([\d.| ]+)\|\s*$", line)
+            if row:
+                rows[(row.group(1), words[row.group(2)])] = [float(v) for v in row.group(3).split("|")]
+        assert rows.keys() == expected.keys(), f"{path.name}: schedule table rows {sorted(rows)}"
+        for key, values in rows.items():
+            assert values == pytest.approx(expected[key], abs=5e-4), f"{path.name}: {key}"

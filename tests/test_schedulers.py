@@ -79,3 +79,50 @@ def test_custom_schedules_subclass_the_base():
             return [base * 0.5 ** min(self.last_epoch, self.total_iters) for base in self.base_lrs]
 
     assert lrs(Halving(optimizer(8.0), total_iters=2), 3) == pytest.approx([8.0, 4.0, 2.0, 2.0])
+
+
+def test_chain_next_iters_are_the_steps_where_each_next_schedule_starts():
+    opt = optimizer()
+    two = SchedulerChain(WarmUpScheduler(opt, total_iters=3), CosineAnnealingScheduler(opt, total_iters=5))
+    assert two.next_iters == [3]
+    three = SchedulerChain(WarmUpScheduler(opt, 3), CosineAnnealingScheduler(opt, 5), WarmUpScheduler(opt, 2))
+    assert three.next_iters == [3, 8]
+    assert SchedulerChain(CosineAnnealingScheduler(opt, 4)).next_iters == []
+
+
+def test_chain_i_scheduler_follows_the_schedule_in_use():
+    opt = optimizer(1.0)
+    chain = SchedulerChain(WarmUpScheduler(opt, total_iters=3), CosineAnnealingScheduler(opt, total_iters=5))
+    seen, rates = [chain.i_scheduler], [chain.get_last_lr()[0]]
+    for _ in range(10):  # two steps past the end: the last schedule stays in use
+        opt.step()
+        chain.step()
+        seen.append(chain.i_scheduler)
+        rates.append(chain.get_last_lr()[0])
+    assert seen == [0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1]
+    # at step next_iters[0] the cosine takes over at its first value, the base rate
+    assert rates[:4] == pytest.approx([0.0, 1 / 3, 2 / 3, 1.0])
+
+
+def test_chain_i_scheduler_survives_a_state_round_trip():
+    opt = optimizer()
+    chain = SchedulerChain(WarmUpScheduler(opt, 3), CosineAnnealingScheduler(opt, 5))
+    for _ in range(4):
+        opt.step()
+        chain.step()
+    other = optimizer()
+    again = SchedulerChain(WarmUpScheduler(other, 3), CosineAnnealingScheduler(other, 5))
+    assert again.i_scheduler == 0
+    again.load_state_dict(chain.state_dict())
+    assert (again.i_scheduler, again.next_iters) == (1, [3])
+
+
+def test_chain_next_iters_and_i_scheduler_are_read_only():
+    opt = optimizer()
+    chain = SchedulerChain(WarmUpScheduler(opt, 3), CosineAnnealingScheduler(opt, 5))
+    with pytest.raises(AttributeError):
+        chain.next_iters = [1]
+    with pytest.raises(AttributeError):
+        chain.i_scheduler = 1
+    chain.next_iters.append(99)  # a copy: the chain is unchanged
+    assert chain.next_iters == [3]

@@ -8,7 +8,7 @@ from pathlib import Path
 import typer
 
 from zae_engine._version import __version__
-from zae_engine.cli import addons, runs
+from zae_engine.cli import addons, checkpoint, runs
 from zae_engine.cli.help import ROOT_EPILOG, RUN_EPILOG, VALIDATE_EPILOG, TidyGroup
 from zae_engine.cli.output import command, out, state
 
@@ -25,6 +25,7 @@ app = typer.Typer(
 )
 app.add_typer(addons.app, name="addons")
 app.add_typer(runs.app, name="runs")
+app.add_typer(checkpoint.app, name="checkpoint")
 
 SPEC_HELP = "Run spec (YAML)."
 DEBUG_HELP = "Show tracebacks for errors (same as `zae --debug ...`)."

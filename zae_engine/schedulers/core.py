@@ -58,15 +58,30 @@ class SchedulerChain(SchedulerBase):
             start += s.total_iters
         super().__init__(schedulers[0].optimizer, total_iters=start, eta_min=schedulers[-1].eta_min)
 
-    def _active(self) -> tuple[SchedulerBase, int]:
+    @property
+    def next_iters(self) -> list[int]:
+        """The steps at which the chain moves on to its next schedule: `[3]` for a 3-step warm-up, then a cosine.
+
+        Read-only (a fresh list), under the name upstream zae-engine code reads.
+        """
+        return self.starts[1:]
+
+    @property
+    def i_scheduler(self) -> int:
+        """Index in `schedulers` of the schedule that sets the current rate (the last one once the chain is done)."""
+        return self._active()[0]
+
+    def _active(self) -> tuple[int, int]:
+        """(index of the schedule in use, steps into it)."""
         step = max(self.last_epoch, 0)
-        for scheduler, start in zip(reversed(self.schedulers), reversed(self.starts)):
-            if step >= start:
-                return scheduler, step - start
-        return self.schedulers[0], step
+        for index in reversed(range(len(self.schedulers))):
+            if step >= self.starts[index]:
+                return index, step - self.starts[index]
+        return 0, step
 
     def get_lr(self) -> list[float]:
-        scheduler, local = self._active()
+        index, local = self._active()
+        scheduler = self.schedulers[index]
         scheduler.last_epoch = local
         return scheduler.get_lr()
 
