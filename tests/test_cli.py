@@ -133,7 +133,7 @@ def test_schema_is_json_schema_that_accepts_the_examples_and_knows_add_on_keys()
     result = zae("schema")
     assert result.returncode == 0
     schema = json.loads(result.stdout)
-    sections = {"trainer", "device", "model", "optimizer", "scheduler", "data", "addons", "run"}
+    sections = {"trainer", "device", "model", "optimizer", "scheduler", "data", "addons", "run", "sweep"}
     assert sections == set(schema["properties"])
     jsonschema.Draft202012Validator.check_schema(schema)
     validator = jsonschema.Draft202012Validator(schema)

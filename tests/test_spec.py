@@ -220,6 +220,16 @@ def test_set_options_apply_yaml_values_by_path_and_addon_name(spec_file):
     assert spec.trainer.init_args.log_bar is False
 
 
+def test_numbers_with_an_exponent_are_floats_in_files_and_in_set_options(spec_file):
+    """YAML 1.1 (PyYAML) reads `1e-4` as text; a learning rate written so must not reach the optimizer as a string."""
+    path = spec_file(**{"lr: 0.1": "lr: 1e-4, momentum: 9E-1"})
+    spec, _ = load_spec(path)
+    assert spec.optimizer.init_args == {"lr": 1e-4, "momentum": 0.9}
+    spec, _ = load_spec(path, ["optimizer.init_args.lr=1e-05", "run.seed=2e3"])
+    assert spec.optimizer.init_args["lr"] == 1e-05 and isinstance(spec.optimizer.init_args["lr"], float)
+    assert "Input should be a valid integer" in problem(path, "run.seed=2.5e0")
+
+
 def test_class_paths_resolve_from_the_spec_folder(spec_file, tmp_path):
     path = spec_file(**{"zae_engine.demo.toy.TinyNet": "beside_spec_model:Net", "hidden: 8": "width: 4"})
     (path.parent / "beside_spec_model.py").write_text(

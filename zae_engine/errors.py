@@ -14,6 +14,10 @@ class ConfigError(ZaeError, ValueError):
     """A keyword, a spec field or a value is wrong."""
 
 
+class MissingMetricError(ConfigError):
+    """An add-on or a sweep watches a metric that the epoch summary does not have (a typo, or no validation)."""
+
+
 class CompositionError(ZaeError, TypeError):
     """Add-ons that cannot live on one trainer."""
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import typer
 
 from zae_engine._version import __version__
-from zae_engine.cli import addons, checkpoint, runs
+from zae_engine.cli import addons, checkpoint, runs, sweep
 from zae_engine.cli.help import ROOT_EPILOG, RUN_EPILOG, VALIDATE_EPILOG, TidyGroup
 from zae_engine.cli.output import command, out, state
 
@@ -26,6 +26,7 @@ app = typer.Typer(
 app.add_typer(addons.app, name="addons")
 app.add_typer(runs.app, name="runs")
 app.add_typer(checkpoint.app, name="checkpoint")
+app.add_typer(sweep.app, name="sweep")
 
 SPEC_HELP = "Run spec (YAML)."
 DEBUG_HELP = "Show tracebacks for errors (same as `zae --debug ...`)."

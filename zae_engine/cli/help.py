@@ -75,3 +75,22 @@ RUN_EPILOG = "\n\n".join(
         ),
     ]
 )
+
+SWEEP_EPILOG = "\n\n".join(
+    [
+        _block(
+            "Examples",
+            "zae sweep examples/specs/sweep.yaml --trials 20 --jobs 2",
+            "zae sweep spec.yaml --storage postgresql://user@db/optuna --study lr    (on every machine)",
+            "zae sweep show sweep                     the trials and the best one",
+            "zae run runs/sweeps/sweep/best.yaml      train the best trial again",
+        ),
+        _block(
+            "Exit codes",
+            "0    done (or the study already had its trials)",
+            "1    an error: the spec or its sweep section is wrong, or no trial completed",
+            "130  stopped by Ctrl-C (SIGINT); running trials are marked interrupted and run again next time",
+            "143  stopped by SIGTERM",
+        ),
+    ]
+)

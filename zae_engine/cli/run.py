@@ -25,10 +25,18 @@ def prepare(spec_path: Path, overrides: list[str]) -> Any:
 def validate(spec_path: Path, overrides: list[str]) -> None:
     plan = prepare(spec_path, overrides)
     spec = plan.spec
-    addons = ", ".join(entry.name for entry in spec.addons) or "none"
+    addons = ", ".join(entry.name or str(entry.class_path) for entry in spec.addons) or "none"
+    searched = ""
+    if spec.sweep is not None:  # the search space too: each parameter's path and edge values against the spec
+        from zae_engine.sweep.checks import check_space
+        from zae_engine.sweep.plan import SweepPlan
+
+        check_space(SweepPlan(plan))
+        sweep = spec.sweep
+        searched = f"; sweep: {len(sweep.params)} parameter(s), {sweep.metric} ({sweep.direction})"
     out.print(
         f"[green]valid:[/] {escape(str(spec_path))} — {plan.trainer_class.__name__}, model {spec.model.class_path}, "
-        f"{spec.run.n_epoch} epoch(s) on {escape(str(spec.device))}, add-ons: {addons}"
+        f"{spec.run.n_epoch} epoch(s) on {escape(str(spec.device))}, add-ons: {addons}{escape(searched)}"
     )
 
 

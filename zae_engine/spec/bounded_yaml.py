@@ -9,6 +9,7 @@ past a limit it stops with the line where that happened.
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import yaml
@@ -123,3 +124,9 @@ class _BoundedLoader(yaml.SafeLoader):
             enclosing = self._open[-1]
             enclosing[0] += nodes
             enclosing[1] = max(enclosing[1], levels)
+
+
+# PyYAML follows YAML 1.1, where a float needs a dot: `lr: 1e-4` (or `--set optimizer.init_args.lr=1e-05`) would
+# arrive as the text "1e-4" and fail deep inside the optimizer. YAML 1.2 and JSON read it as a number; so do we.
+_EXPONENT_FLOAT = re.compile(r"^[-+]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)[eE][-+]?[0-9]+$")
+_BoundedLoader.add_implicit_resolver("tag:yaml.org,2002:float", _EXPONENT_FLOAT, list("-+0123456789."))

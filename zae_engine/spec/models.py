@@ -25,7 +25,15 @@ from typing import Any, Literal, Union, get_args, get_origin
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, ValidationError, model_validator
 
 from zae_engine.errors import did_you_mean
-from zae_engine.spec.source import FieldPath, Problem, SpecError, SpecSource, apply_overrides, read_spec
+from zae_engine.spec.source import (
+    FieldPath,
+    Problem,
+    SpecError,
+    SpecSource,
+    apply_overrides,
+    read_spec_or_sweep_file,
+)
+from zae_engine.sweep.space import SweepSpec
 from zae_engine.trainer.config import TrainerConfig
 
 CLASS_PATH = r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*(:[A-Za-z_]\w*(\.[A-Za-z_]\w*)*)?$"
@@ -125,11 +133,13 @@ class RunSpec(_Strict):
     data: DataSpec
     addons: list[AddOnEntry] = Field(default_factory=list)
     run: RunOptions
+    sweep: SweepSpec | None = Field(None, description="a hyper-parameter search over this spec (`zae sweep`)")
 
 
 def load_spec(path: str | Path, overrides: list[str] | None = None) -> tuple[RunSpec, SpecSource]:
-    """Read, interpolate, override and validate a spec file; SpecError lists every problem."""
-    source = read_spec(path)
+    """Read, interpolate, override and validate a spec file (or a sweep file naming one); SpecError lists every
+    problem."""
+    source = read_spec_or_sweep_file(path)
     apply_overrides(source, overrides or [])
     return validate_spec(source), source
 

@@ -54,13 +54,17 @@ class SpecSource:
     data: dict[str, Any]
     lines: dict[FieldPath, int] = field(default_factory=dict)
     env_templates: dict[FieldPath, str] = field(default_factory=dict)  # interpolated field -> its "${...}" text
-    overrides: dict[FieldPath, str] = field(default_factory=dict)  # field set/created by --set -> the option's key
+    overrides: dict[FieldPath, str] = field(default_factory=dict)  # field set/created later -> e.g. "--set run.n_epoch"
+    parts: dict[FieldPath, SpecSource] = field(default_factory=dict)  # a section written in another file -> its source
 
     def where(self, path: FieldPath) -> str:
         """'spec.yaml:12' or '--set run.n_epoch' for the field at `path` (or its closest written parent)."""
-        for set_path, key in self.overrides.items():
+        for set_path, origin in self.overrides.items():
             if path[: len(set_path)] == set_path:
-                return f"--set {key}"
+                return origin
+        for section, source in self.parts.items():
+            if path[: len(section)] == section:
+                return source.where(path)
         for end in range(len(path), -1, -1):
             line = self.lines.get(path[:end])
             if line is not None:
@@ -117,6 +121,48 @@ def read_spec(path: str | Path) -> SpecSource:
         raise SpecError([f"{path}:{line}: {dotted(p)}: written twice; keep one" for p, line in duplicates])
     source.data = _interpolate(source, data, ())
     return source
+
+
+SWEEP_FILE_KEYS = ("spec", "sweep")
+
+
+def read_spec_or_sweep_file(path: str | Path) -> SpecSource:
+    """A spec, or a sweep file (`spec: run.yaml` plus `sweep:`): then the named spec with that sweep section added.
+
+    The named spec is found relative to the sweep file's folder; errors in the sweep section point at the sweep
+    file, all others at the spec.
+    """
+    source = read_spec(path)
+    if "spec" not in source.data:
+        return source
+    unknown = [key for key in source.data if key not in SWEEP_FILE_KEYS]
+    if unknown:
+        raise source.fail(
+            (unknown[0],),
+            f"unknown key in a sweep file{did_you_mean(str(unknown[0]), SWEEP_FILE_KEYS)}; a sweep file holds only "
+            "`spec:` (the run spec to search over) and `sweep:`",
+        )
+    named = source.data["spec"]
+    if not isinstance(named, str) or not named.strip():
+        raise source.fail(("spec",), f"expected the path of a run spec, e.g. spec: quickstart.yaml (got {named!r})")
+    if "sweep" not in source.data:
+        raise source.fail((), "a sweep file needs a `sweep:` section (metric, direction, params)")
+    target = (source.path.parent / named).resolve() if not Path(named).is_absolute() else Path(named)
+    if target == source.path.resolve():
+        raise source.fail(("spec",), "a sweep file cannot name itself; name the run spec to search over")
+    try:
+        run = read_spec(target)
+    except SpecError as exc:
+        raise SpecError([f"{source.where(('spec',))}: spec: {line}" for line in exc.lines]) from None
+    for key in SWEEP_FILE_KEYS:
+        if key in run.data:
+            raise source.fail(
+                ("spec",),
+                f"{target} has a `{key}:` section of its own; name a plain run spec, or run that file directly",
+            )
+    run.data["sweep"] = source.data["sweep"]
+    run.parts[("sweep",)] = source
+    return run
 
 
 def _read_text(path: Path) -> str:
@@ -197,34 +243,41 @@ def apply_overrides(source: SpecSource, assignments: list[str]) -> None:
             raise SpecError([f"--set {key}: {exc}"]) from None
         except yaml.YAMLError:
             value = raw
-        path = _override_path(source, key)
-        parent = source.data
-        for i, part in enumerate(path[:-1]):
-            nxt = parent[part] if isinstance(parent, list) else parent.get(part)
-            if nxt is None:
-                nxt = parent[part] = {}
-                source.overrides.setdefault(path[: i + 1], key)
-            if not isinstance(nxt, (dict, list)):
-                raise SpecError(
-                    [f"--set {key}: '{dotted(path[: i + 1])}' is {nxt!r}, not a section; set it as a whole instead"]
-                )
-            parent = nxt
-        parent[path[-1]] = value
-        source.overrides[path] = key
-        source.env_templates.pop(path, None)
+        set_field(source, key, value, f"--set {key}")
 
 
-def _override_path(source: SpecSource, key: str) -> FieldPath:
+def set_field(source: SpecSource, key: str, value: Any, origin: str) -> FieldPath:
+    """Put a Python value (not YAML text) at the dotted `key`, the way `--set` does; `origin` is what error messages
+    name as the place the value came from. Returns the field's path."""
+    path = _override_path(source, key, origin)
+    parent = source.data
+    for i, part in enumerate(path[:-1]):
+        nxt = parent[part] if isinstance(parent, list) else parent.get(part)
+        if nxt is None:
+            nxt = parent[part] = {}
+            source.overrides.setdefault(path[: i + 1], origin)
+        if not isinstance(nxt, (dict, list)):
+            raise SpecError(
+                [f"{origin}: '{dotted(path[: i + 1])}' is {nxt!r}, not a section; set it as a whole instead"]
+            )
+        parent = nxt
+    parent[path[-1]] = value
+    source.overrides[path] = origin
+    source.env_templates.pop(path, None)
+    return path
+
+
+def _override_path(source: SpecSource, key: str, origin: str) -> FieldPath:
     """'addons.state_manager.save_path' -> ('addons', 0, 'save_path'); list items by index or add-on name."""
     path: list[str | int] = []
     node: Any = source.data
     for part in key.split("."):
         if not part:
-            raise SpecError([f"--set {key}: empty part in the key; write it like run.n_epoch"])
+            raise SpecError([f"{origin}: empty part in the key; write it like run.n_epoch"])
         if path == ["addons"] and not isinstance(node, list):
-            raise SpecError([f"--set {key}: the spec has no add-on entries; add `- {{name: ...}}` under addons first"])
+            raise SpecError([f"{origin}: the spec has no add-on entries; add `- {{name: ...}}` under addons first"])
         if isinstance(node, list):
-            index = _list_index(source, key, path, node, part)
+            index = _list_index(origin, path, node, part)
             path.append(index)
             node = node[index]
             continue
@@ -233,17 +286,17 @@ def _override_path(source: SpecSource, key: str) -> FieldPath:
     return tuple(path)
 
 
-def _list_index(source: SpecSource, key: str, path: list, items: list, part: str) -> int:
+def _list_index(origin: str, path: list, items: list, part: str) -> int:
     if part.isdigit():
         if int(part) >= len(items):
-            raise SpecError([f"--set {key}: '{dotted(tuple(path))}' has {len(items)} entries; there is no [{part}]"])
+            raise SpecError([f"{origin}: '{dotted(tuple(path))}' has {len(items)} entries; there is no [{part}]"])
         return int(part)
     names = [item.get("name") for item in items if isinstance(item, dict)]
     if part in names:
         return names.index(part)
     raise SpecError(
         [
-            f"--set {key}: no entry named '{part}' in '{dotted(tuple(path))}'"
+            f"{origin}: no entry named '{part}' in '{dotted(tuple(path))}'"
             f"{did_you_mean(part, [n for n in names if n])}; use its name or index (0..{len(items) - 1})"
         ]
     )

@@ -18,6 +18,7 @@ _CORE = {  # core add-ons (they import torch), loaded on first use
     "EMAAddon": "zae_engine.trainer.addons.ema",
     "PrecisionMixerAddon": "zae_engine.trainer.addons.precision",
     "RunLogAddon": "zae_engine.trainer.addons.run_log",
+    "OptunaPruningAddon": "zae_engine.trainer.addons.optuna_pruning",
     "TrackerAddonBase": "zae_engine.trainer.addons.tracking",
 }
 

@@ -104,6 +104,30 @@ class RunLogConfig(AddOnConfig):
     )
 
 
+class OptunaPruningConfig(AddOnConfig):
+    """Report a metric to an Optuna trial after every epoch, and stop the run when Optuna prunes the trial."""
+
+    trial: Any = Field(
+        description="The optuna.trial.Trial to report to (zae sweep passes each trial's own); not kept in run records.",
+        exclude=True,
+    )
+    monitor: str | None = Field(
+        None,
+        description="Epoch-summary key to report, e.g. 'valid/acc'. None: the trainer's best metric "
+        "('valid/loss' when validating, else 'train/loss').",
+    )
+
+    @field_validator("trial")
+    @classmethod
+    def _is_a_trial(cls, value: Any) -> Any:
+        if not (callable(getattr(value, "report", None)) and callable(getattr(value, "should_prune", None))):
+            raise ValueError(
+                f"expected an optuna.trial.Trial (it has report() and should_prune()), got {type(value).__name__}; "
+                "in a spec, leave this add-on out: zae sweep attaches it to every trial itself"
+            )
+        return value
+
+
 class TrackerConfig(AddOnConfig):
     """Options every experiment-tracker add-on shares (each tracker's Config subclasses this)."""
 
@@ -127,6 +151,7 @@ class TrackerConfig(AddOnConfig):
 __all__ = [
     "EMAConfig",
     "EarlyStoppingConfig",
+    "OptunaPruningConfig",
     "PrecisionMixerConfig",
     "RunLogConfig",
     "StateManagerConfig",

@@ -1,0 +1,152 @@
+"""Checking a search space against the spec it searches, before any trial runs.
+
+Every parameter's path must lead somewhere the spec accepts, and every value a trial could get at the edges of
+its range (low and high bound, a middle value for floats, each choice) must pass the same checks `zae validate`
+makes: the spec's own fields (trainer options, loaders, `run`), each add-on's Config, each constructor's
+signature. Model, optimizer and scheduler arguments are also tried for real where that is cheap and harmless:
+the model is built on PyTorch's `meta` device (no memory, no weights), the optimizer over one dummy parameter, the
+scheduler over a dummy optimizer — and only when the spec's own values build that way, so a class that cannot be
+probed is never blamed. Datasets are not built (that may read a disk or a network); their arguments are checked
+by name.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from zae_engine.spec.build import RunPlan, check_spec
+from zae_engine.spec.models import validate_spec
+from zae_engine.spec.source import SpecError
+from zae_engine.sweep.plan import SweepPlan
+from zae_engine.sweep.space import ChoiceParam, grid_space
+
+_HERE = "\x00sweep-value"  # the origin of a probed value; stripped from messages, which name the parameter instead
+_PROBED = ("model", "optimizer", "scheduler")
+_YAML_FLOAT_TEXT = re.compile(r"^[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+$")
+
+
+def check_space(plan: SweepPlan, sampler: str | None = None) -> None:
+    """Raise SpecError (one line per parameter, naming its file and line) if the search cannot run as written."""
+    problems: list[str] = []
+    sweep = plan.sweep
+    keys = sorted(sweep.params)
+    for a, b in zip(keys, keys[1:]):
+        if b.startswith(a + "."):
+            problems.append(
+                f"{plan.source.where(('sweep', 'params', b))}: sweep.params.{b}: lies inside sweep.params.{a}, "
+                "which is searched as a whole; keep one of them"
+            )
+    devices = plan.spec.device if isinstance(plan.spec.device, list) else [plan.spec.device]
+    if len(devices) > 1:
+        problems.append(
+            f"{plan.source.where(('device',))}: device: a sweep runs each trial in one process on one device; "
+            "sweep on one device, then train best.yaml on several"
+        )
+    if any(entry.name == "optuna_pruning" for entry in plan.spec.addons):
+        index = next(i for i, e in enumerate(plan.spec.addons) if e.name == "optuna_pruning")
+        problems.append(
+            f"{plan.source.where(('addons', index))}: addons[{index}]: zae sweep attaches optuna_pruning to every "
+            "trial itself; remove this entry"
+        )
+    if (sampler or sweep.sampler) == "grid" and grid_space(sweep) is None:
+        for key, param in sweep.params.items():
+            if param.grid() is None:
+                problems.append(
+                    f"{plan.source.where(('sweep', 'params', key))}: sweep.params.{key}: the grid sampler needs a "
+                    "finite set of values; give this float a step, or use {choice: [...]}"
+                )
+    probes = _Probes(plan.run_plan)
+    for key, param in sweep.params.items():
+        problem = _check_param(plan, key, param, probes)
+        if problem:
+            problems.append(problem)
+    if problems:
+        raise SpecError(problems)
+
+
+def _check_param(plan: SweepPlan, key: str, param: Any, probes: _Probes) -> str | None:
+    where = f"{plan.source.where(('sweep', 'params', key))}: sweep.params.{key}"
+    failures: list[tuple[str, Any, str]] = []
+    values = param.check_values()
+    for label, value in values:
+        reason = _refusal(plan, key, value, probes)
+        if reason is not None:
+            failures.append((label, value, reason))
+    if not failures:
+        return None
+    if len(failures) == len(values) and len({reason for _, _, reason in failures}) == 1:
+        return f"{where}: {failures[0][2]}"  # every value fails alike: the path itself is wrong
+    label, value, reason = failures[0]
+    hint = ""
+    if isinstance(param, ChoiceParam) and isinstance(value, str) and _YAML_FLOAT_TEXT.match(value):
+        hint = f" (YAML reads {value} as text; write it with a dot, e.g. {_with_dot(value)})"
+    return f"{where}: the {label} {value!r} is refused{hint}: {reason}"
+
+
+def _refusal(plan: SweepPlan, key: str, value: Any, probes: _Probes) -> str | None:
+    """Why the spec refuses `value` at `key`, or None."""
+    try:
+        source = plan.with_values({key: value}, origin=_HERE)
+        spec = validate_spec(source)
+        trial_plan = check_spec(spec, source)
+    except SpecError as exc:
+        return "; ".join(_without_origin(line) for line in exc.lines)
+    section = key.split(".", 1)[0]
+    if section in _PROBED:
+        return probes.refusal(section, trial_plan)
+    return None
+
+
+def _without_origin(line: str) -> str:
+    return line[len(_HERE) + 2 :] if line.startswith(_HERE + ": ") else line
+
+
+def _with_dot(text: str) -> str:
+    mantissa, _, exponent = text.lower().partition("e")
+    if "." not in mantissa:
+        mantissa += ".0"
+    return f"{mantissa}e{exponent}"
+
+
+class _Probes:
+    """Builds model/optimizer/scheduler cheaply; remembers whether the spec's own values build (else: no probe)."""
+
+    def __init__(self, base: RunPlan) -> None:
+        self.base = base
+        self._base_builds: dict[str, bool] = {}
+
+    def refusal(self, section: str, plan: RunPlan) -> str | None:
+        if section not in self._base_builds:
+            self._base_builds[section] = _build(section, self.base) is None
+        if not self._base_builds[section]:
+            return None
+        return _build(section, plan)
+
+
+def _build(section: str, plan: RunPlan) -> str | None:
+    """Build one component cheaply; the error as text, or None when it builds."""
+    import torch
+
+    spec = plan.spec
+    component = getattr(spec, section)
+    target = plan.classes.get((section,))
+    if component is None or target is None:
+        return None
+    try:
+        if section == "model":
+            with torch.device("meta"):
+                target(**component.init_args)
+        elif section == "optimizer":
+            target([torch.nn.Parameter(torch.zeros(2))], **component.init_args)
+        else:
+            optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(2))], lr=0.1)
+            target(optimizer, **component.init_args)
+    except Exception as exc:
+        args = ", ".join(f"{k}={v!r}" for k, v in component.init_args.items())
+        message = " ".join(str(exc).split())[:300]
+        return f"{component.class_path}({args}) fails: {type(exc).__name__}: {message}"
+    return None
+
+
+__all__ = ["check_space"]
