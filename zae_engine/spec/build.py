@@ -42,6 +42,8 @@ class RunPlan:
     def run_spec(self) -> dict[str, Any]:
         """The resolved spec as plain data for trackers; `${SECRET}` fields keep their placeholder."""
         data = self.spec.model_dump(mode="json")
+        if data.get("sweep") is None:
+            data.pop("sweep", None)  # a plain run spec: no search, no key
         for entry in data.get("addons", []):  # an entry names its add-on one way: leave out the other
             for key in ("name", "class_path"):
                 if entry.get(key) is None:

@@ -31,6 +31,7 @@ from zae_engine.sweep.plan import SweepPlan, trial_source
 from zae_engine.sweep.results import RUN, best_trial, trial_rows
 from zae_engine.sweep.space import PrunerSpec, suggest
 from zae_engine.sweep.study import (
+    ERROR,
     LEASE_SECONDS,
     StudySettings,
     claim,
@@ -38,6 +39,7 @@ from zae_engine.sweep.study import (
     finish_failed,
     finish_pruned,
     mark_stale,
+    one_line,
     open_study,
     renew_lease,
     total_trials,
@@ -272,6 +274,7 @@ class SweepRunner:
                 if best is not None and best.number == trial.number:
                     self._write_best(best)
             elif outcome.state == "pruned":
+                trial.set_user_attr(ERROR, one_line(outcome.error or "pruned"))
                 finish_pruned(study, trial)
             elif outcome.state == "interrupted":
                 finish_failed(study, trial, outcome.error or "interrupted", status="interrupted")
