@@ -81,6 +81,12 @@ def start(
     from zae_engine.sweep.runner import SweepOptions, SweepRunner
 
     sampler_name = sampler.value if sampler else None
+    if spec.is_file():  # start the trials' zygote now: it imports torch while this process checks the spec
+        from zae_engine.spec.build import add_import_roots
+        from zae_engine.sweep.runner import zygote_context
+
+        add_import_roots(spec)
+        zygote_context()
     plan = load_sweep(spec, overrides, sampler=sampler_name)
     name = check_study_name(study or default_study_name(spec))
     options = SweepOptions(trials, jobs, storage, name, sampler_name, pruner.value if pruner else None, timeout)

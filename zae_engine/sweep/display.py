@@ -126,8 +126,14 @@ class LiveView:
             self._live.__exit__(*exc)
             self._live = None
 
-    def update(self, rows: list[TrialRow], best: TrialRow | None) -> None:
+    def update(self, rows: list[TrialRow], best: TrialRow | None, first: bool = False) -> None:
+        """Show the study; `first`: the trials it held when this sweep began (a line each only on a terminal)."""
         title = headline(self.study, rows, self.total, self.sweep.metric, best)
+        if first and self._live is None:
+            self._reported.update(r.number for r in rows if r.state not in ("running", "waiting"))
+            if self._reported:
+                self.console.print(f"resuming: {title}", markup=False)
+            return
         if self._live is not None:
             running = [r for r in rows if r.state == "running"]
             finished = [r for r in rows if r.state != "running"][-max(0, LIVE_ROWS - len(running)) :]

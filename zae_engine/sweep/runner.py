@@ -44,7 +44,7 @@ from zae_engine.sweep.study import (
     renew_lease,
     total_trials,
 )
-from zae_engine.sweep.worker import Outcome, TrialTask, run_trial
+from zae_engine.sweep.worker import SYS_PATH_VARIABLE, Outcome, TrialTask, run_trial
 
 ZYGOTE = "zae_engine.sweep.zygote"
 REFRESH_SECONDS = 1.0
@@ -135,12 +135,15 @@ class _Stop:
 
 
 def zygote_context() -> Any:
-    """The forkserver context whose server has torch and the engine imported; started now, so it imports while the
-    sweep opens the study."""
-    context = multiprocessing.get_context("forkserver")
-    context.set_forkserver_preload([ZYGOTE])
+    """The forkserver context whose server has torch and the engine imported. Start it early (the CLI does, before
+    checking the spec): it imports while the sweep checks the spec and opens the study."""
+    import json
+    import sys
     from multiprocessing import forkserver
 
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload([ZYGOTE])
+    os.environ[SYS_PATH_VARIABLE] = json.dumps(sys.path)
     forkserver.ensure_running()
     return context
 
@@ -181,7 +184,7 @@ class SweepRunner:
         running: dict[int, _Running] = {}
         view = LiveView(self.console, self.study_name, sweep, self.total)
         with _Stop() as stop, view:
-            self._refresh(study, view)
+            self._refresh(study, view, first=True)
             while True:
                 timed_out = deadline is not None and time.monotonic() >= deadline
                 if not stop.requested and not timed_out and self._stop_sweep is None:
@@ -204,6 +207,12 @@ class SweepRunner:
                 self._refresh(study, view)
             self._refresh(study, view)
         result.stopped_by = stop.requested
+        if result.ran == 0 and not stop.requested and self._stop_sweep is None:
+            self.console.print(
+                f"study {self.study_name} already has its {self.total} trial(s); nothing to run "
+                "(raise --trials to run more)",
+                markup=False,
+            )
         best = best_trial(study)
         if best is not None and best.number != self._best_written:
             self._write_best(best)
@@ -319,10 +328,10 @@ class SweepRunner:
                 except (RuntimeError, ValueError):
                     pass
 
-    def _refresh(self, study: optuna.Study, view: LiveView) -> None:
+    def _refresh(self, study: optuna.Study, view: LiveView, first: bool = False) -> None:
         rows = trial_rows(study, self.plan.sweep)
         best = best_trial(study)
-        view.update(rows, next((r for r in rows if best is not None and r.number == best.number), None))
+        view.update(rows, next((r for r in rows if best is not None and r.number == best.number), None), first)
 
 
 def _exit(code: int | None) -> str:

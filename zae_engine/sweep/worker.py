@@ -24,6 +24,8 @@ from zae_engine.spec.source import SpecSource
 from zae_engine.sweep.space import PrunerSpec
 
 PARENT_GONE_GRACE_SECONDS = 30.0
+#: the sweep's sys.path, for the zygote (Python 3.11's fork server does not take it over by itself)
+SYS_PATH_VARIABLE = "ZAE_SWEEP_SYS_PATH"
 
 
 @dataclass(frozen=True)
