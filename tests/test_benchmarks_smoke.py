@@ -44,3 +44,10 @@ def test_runs_list_benchmark_runs_over_a_few_runs():
     report = run_benchmark("benchmarks.runs_list")
     assert report["runs"] == 20 and report["rounds"] == 1
     assert all(value > 0 for value in report["median_s"].values())
+
+
+def test_sweep_overhead_benchmark_runs_two_trials():
+    report = run_benchmark("benchmarks.sweep_overhead")
+    assert report["trials"] == 2 and len(report["sweep"]["training_s"]) == 2
+    assert report["sweep"]["fixed_per_trial_s"] > 0 and report["zae_run"]["fixed_per_run_s"] > 0
+    assert report["ratio_fixed_per_trial"] > 0
