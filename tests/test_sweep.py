@@ -233,6 +233,31 @@ def test_a_changed_search_is_refused_and_a_bad_study_name_too(tmp_path):
     )
 
 
+def test_a_journal_torn_by_a_crash_is_repaired_and_a_foreign_file_is_left_alone(tmp_path):
+    folder = make_folder(tmp_path, epochs=1)
+    assert zae(folder, "sweep", "search.yaml", "--trials", "1", "--pruner", "none").returncode == 0
+    path = journal(folder)
+    whole = path.read_bytes()
+    torn = b'{"op_code": 4, "worker_id": "a-power-cut-he'  # an append cut short
+    path.write_bytes(whole + torn)
+    resumed = zae(folder, "sweep", "search.yaml", "--trials", "2", "--pruner", "none")
+    assert resumed.returncode == 0, resumed.stderr
+    assert (
+        f"dropped an incomplete last line ({len(torn)} bytes), left by a crash while it was written" in resumed.stdout
+    )
+    assert path.read_bytes().startswith(whole)  # nothing before the torn line was touched
+    assert [t["state"] for t in show(folder)["trials"]] == ["complete", "complete"]
+
+    foreign = folder / "notes.txt"
+    foreign.write_text("my notes, not a study")  # e.g. a mistyped --storage
+    result = zae(folder, "sweep", "search.yaml", "--trials", "1", "--storage", str(foreign))
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert "notes.txt: not an Optuna journal" in result.stderr and "it was left as it is" in result.stderr
+    assert foreign.read_text() == "my notes, not a study"
+    shown = zae(folder, "sweep", "show", "search", "--storage", str(foreign))
+    assert shown.returncode == 1 and "not an Optuna journal" in shown.stderr
+
+
 def test_sqlite_storage_works_too(tmp_path):
     folder = make_folder(tmp_path, epochs=1)
     url = f"sqlite:///{folder / 'studies.db'}"

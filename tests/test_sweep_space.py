@@ -294,3 +294,14 @@ def test_the_pruning_add_on_refuses_a_missing_trial_and_a_wrong_monitor():
     trainer = make_trainer(OptunaPruningAddon(trial=study.ask(), monitor="valid/accuracy"))
     with pytest.raises(MissingMetricError, match="monitor 'valid/accuracy' is not in the epoch summary"):
         trainer.run(1, make_loader())
+
+
+def test_database_passwords_never_reach_messages_or_records():
+    from zae_engine.sweep.study import redacted
+
+    assert redacted("postgresql://optuna:s3cret@db.example.org:5432/optuna") == (
+        "postgresql://optuna:***@db.example.org:5432/optuna"
+    )
+    assert redacted("--storage=mysql+pymysql://me:p%40ss@host/db") == "--storage=mysql+pymysql://me:***@host/db"
+    assert redacted("sqlite:///runs/sweep.db") == "sqlite:///runs/sweep.db"
+    assert redacted("runs/sweeps/x/optuna.journal") == "runs/sweeps/x/optuna.journal"

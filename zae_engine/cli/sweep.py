@@ -121,14 +121,11 @@ def show(
 ) -> None:
     """The trials of a study: number, state, value, parameters; and the best one."""
     _need_optuna()
-    import optuna
-
     from zae_engine.sweep.display import headline, trials_table
     from zae_engine.sweep.plan import check_study_name, study_folder
     from zae_engine.sweep.results import recorded_sweep, summary, trial_rows
-    from zae_engine.sweep.study import SweepError, open_storage, quiet_optuna, redacted
+    from zae_engine.sweep.study import SweepError, load_existing
 
-    quiet_optuna()
     folder = study_folder(runs_dir, check_study_name(study))
     if storage is None:
         journal = folder / "optuna.journal"
@@ -140,14 +137,7 @@ def show(
                 + "; for a study elsewhere give --storage (zae sweep printed it)"
             )
         storage = str(journal)
-    try:
-        loaded = optuna.load_study(study_name=study, storage=open_storage(storage))
-    except KeyError:
-        names = optuna.get_all_study_names(open_storage(storage))
-        raise SweepError(
-            f"no study '{study}' in {redacted(storage)}{did_you_mean(study, names)}"
-            + (f"; it holds: {', '.join(names)}" if names else "; it holds none")
-        ) from None
+    loaded = load_existing(storage, study)
     sweep = recorded_sweep(loaded)
     data = summary(loaded, sweep)
     if as_json:

@@ -13,6 +13,7 @@ runs it again); the second is passed on again (trials abort at once); the third 
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
 import os
 import signal
@@ -48,6 +49,7 @@ from zae_engine.sweep.worker import SYS_PATH_VARIABLE, Outcome, TrialTask, run_t
 
 ZYGOTE = "zae_engine.sweep.zygote"
 REFRESH_SECONDS = 1.0
+ABANDON_GRACE_SECONDS = 30.0
 EXIT_CODES = {"SIGINT": 130, "SIGTERM": 143}
 
 
@@ -171,7 +173,7 @@ class SweepRunner:
         settings = StudySettings(
             self.study_name, self.storage, self.sampler, self.pruner, plan.spec.run.n_epoch, sweep.seed
         )
-        study = open_study(settings, sweep, self.spec_label)
+        study = open_study(settings, sweep, self.spec_label, report=lambda text: self.console.print(text, markup=False))
         result = SweepResult(self.study_name, self.storage, self.folder, self.total)
         stale = mark_stale(study)
         if stale:
@@ -184,28 +186,11 @@ class SweepRunner:
         running: dict[int, _Running] = {}
         view = LiveView(self.console, self.study_name, sweep, self.total)
         with _Stop() as stop, view:
-            self._refresh(study, view, first=True)
-            while True:
-                timed_out = deadline is not None and time.monotonic() >= deadline
-                if not stop.requested and not timed_out and self._stop_sweep is None:
-                    while len(running) < self.options.jobs:
-                        started = self._start(study, context)
-                        if started is None:
-                            break
-                        running[started.process.sentinel] = started
-                        result.ran += 1
-                        self._refresh(study, view)
-                if not running:
-                    break
-                ready = wait([*running, stop.fd], timeout=REFRESH_SECONDS)
-                if stop.fd in ready:
-                    stop.drain()
-                self._pass_on_signals(stop, running, view)
-                for sentinel in [s for s in ready if s in running]:
-                    self._finish(study, running.pop(sentinel), stop)
-                self._renew_leases(running)
-                self._refresh(study, view)
-            self._refresh(study, view)
+            try:
+                self._loop(study, context, stop, view, running, result, deadline)
+            except BaseException:
+                self._abandon(study, running)
+                raise
         result.stopped_by = stop.requested
         if result.ran == 0 and not stop.requested and self._stop_sweep is None:
             self.console.print(
@@ -221,6 +206,54 @@ class SweepRunner:
         if self._stop_sweep is not None:
             raise SpecError([self._stop_sweep])
         return result
+
+    def _loop(
+        self,
+        study: optuna.Study,
+        context: Any,
+        stop: _Stop,
+        view: LiveView,
+        running: dict[int, _Running],
+        result: SweepResult,
+        deadline: float | None,
+    ) -> None:
+        self._refresh(study, view, first=True)
+        while True:
+            timed_out = deadline is not None and time.monotonic() >= deadline
+            if not stop.requested and not timed_out and self._stop_sweep is None:
+                while len(running) < self.options.jobs:
+                    started = self._start(study, context)
+                    if started is None:
+                        break
+                    running[started.process.sentinel] = started
+                    result.ran += 1
+                    self._refresh(study, view)
+            if not running:
+                break
+            ready = wait([*running, stop.fd], timeout=REFRESH_SECONDS)
+            if stop.fd in ready:
+                stop.drain()
+            self._pass_on_signals(stop, running, view)
+            for sentinel in [s for s in ready if s in running]:
+                self._finish(study, running.pop(sentinel), stop)
+            self._renew_leases(running)
+            self._refresh(study, view)
+        self._refresh(study, view)
+
+    def _abandon(self, study: optuna.Study, running: dict[int, _Running]) -> None:
+        """The sweep itself failed: stop its trials as Ctrl-C would, and mark them interrupted (best effort)."""
+        for job in running.values():
+            with contextlib.suppress(OSError, TypeError):
+                os.kill(job.process.pid, signal.SIGINT)
+        deadline = time.monotonic() + ABANDON_GRACE_SECONDS
+        for job in running.values():
+            job.process.join(max(0.0, deadline - time.monotonic()))
+            if job.process.exitcode is None:
+                job.process.kill()
+                job.process.join()
+            with contextlib.suppress(Exception):
+                finish_failed(study, job.trial, "the sweep process failed", status="interrupted")
+        running.clear()
 
     # -- one trial ------------------------------------------------------------------------------------
     def _start(self, study: optuna.Study, context: Any) -> _Running | None:

@@ -20,10 +20,12 @@ whose stamp is older than ten minutes, so a machine that died does not hold slot
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import socket
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -40,6 +42,7 @@ HOST, PID, ALIVE = "zae.host", "zae.pid", "zae.alive"
 FINGERPRINT = "zae.sweep"  # study attribute: metric, direction, objective and params it was made with
 SPEC = "zae.spec"  # study attribute: the spec it was made from (for `zae sweep show`)
 LEASE_SECONDS = 60.0
+MAX_JOURNAL_LINE = 1 << 20  # a journal entry is a few hundred bytes; read no more than this at a time
 LEASE_GRACE_SECONDS = 600.0
 
 SHOWN_STATES = ("complete", "pruned", "failed", "interrupted", "running", "waiting")
@@ -73,6 +76,75 @@ def open_storage(text: str) -> optuna.storages.BaseStorage:
         raise SweepError(f"--storage {text}: is a folder; give a journal file such as {path / 'optuna.journal'}")
     path.parent.mkdir(parents=True, exist_ok=True)
     return optuna.storages.JournalStorage(JournalFileBackend(str(path)))
+
+
+def check_journal(storage: str, repair: bool) -> str | None:
+    """Refuse a file that is not an Optuna journal; with `repair`, cut a torn last line (left by a crash mid-write,
+    e.g. a power cut) under the journal's own lock, since Optuna would glue its next line onto it and the whole
+    journal would become unreadable. Returns a note when it repaired something."""
+    if "://" in storage:
+        return None
+    path = Path(storage)
+    if not path.is_file() or path.stat().st_size == 0:
+        return None
+    with path.open("rb") as stream:
+        first = stream.readline(MAX_JOURNAL_LINE)
+    try:
+        looks_right = isinstance(json.loads(first), dict) and "op_code" in json.loads(first)
+    except ValueError:
+        looks_right = False
+    if not looks_right:
+        raise SweepError(
+            f"{storage}: not an Optuna journal (its first line is not a journal entry); it was left as it is. "
+            "Give the journal zae sweep printed, or a new path"
+        )
+    if not repair:
+        return None
+    from optuna.storages.journal import JournalFileSymlinkLock
+
+    lock = JournalFileSymlinkLock(str(path))  # the lock Optuna's own appends take
+    lock.acquire()
+    try:
+        size = path.stat().st_size
+        with path.open("rb+") as stream:
+            stream.seek(max(0, size - MAX_JOURNAL_LINE))
+            tail = stream.read()
+            if tail.endswith(b"\n"):
+                return None
+            cut = size - len(tail) + tail.rfind(b"\n") + 1 if b"\n" in tail else 0
+            stream.truncate(cut)
+            stream.flush()
+            os.fsync(stream.fileno())
+    finally:
+        lock.release()
+    return f"{storage}: dropped an incomplete last line ({size - cut} bytes), left by a crash while it was written"
+
+
+def unreadable(storage: str, exc: BaseException) -> str:
+    """The message for a storage whose content Optuna refuses; nothing is written to it."""
+    return (
+        f"{redacted(storage)}: cannot read the study there ({type(exc).__name__}: {one_line(str(exc))}); it was left "
+        "as it is. Is it an Optuna journal (or database) written by zae sweep? Give another --storage or --study"
+    )
+
+
+def load_existing(storage: str, name: str) -> optuna.Study:
+    """A study that must exist already (`zae sweep show`): a clear message when it does not or cannot be read."""
+    from zae_engine.errors import did_you_mean
+
+    quiet_optuna()
+    check_journal(storage, repair=False)  # a torn last line is harmless to a reader: Optuna skips it
+    opened = open_storage(storage)
+    try:
+        return optuna.load_study(study_name=name, storage=opened)
+    except KeyError:
+        names = optuna.get_all_study_names(opened)
+        raise SweepError(
+            f"no study '{name}' in {redacted(storage)}{did_you_mean(name, names)}"
+            + (f"; it holds: {', '.join(names)}" if names else "; it holds none")
+        ) from None
+    except ValueError as exc:
+        raise SweepError(unreadable(storage, exc)) from None
 
 
 def redacted(url: str) -> str:
@@ -123,19 +195,33 @@ class StudySettings:
 
 
 def open_study(
-    settings: StudySettings, sweep: SweepSpec, spec_path: str = "", storage: optuna.storages.BaseStorage | None = None
+    settings: StudySettings,
+    sweep: SweepSpec,
+    spec_path: str = "",
+    storage: optuna.storages.BaseStorage | None = None,
+    report: Callable[[str], None] | None = None,
 ) -> optuna.Study:
     """Create the study, or resume it when the search is the same one; a different search is refused.
 
-    `storage`: an already open storage (e.g. in memory) instead of opening `settings.storage`."""
+    `storage`: an already open storage (e.g. in memory) instead of opening `settings.storage`; `report` gets a
+    line about a repaired journal (default: a warning)."""
     quiet_optuna()
-    storage = storage if storage is not None else open_storage(settings.storage)
+    if storage is None:
+        note = check_journal(settings.storage, repair=True)
+        if note:
+            if report is None:
+                import warnings
+
+                warnings.warn(note, RuntimeWarning, stacklevel=2)
+            else:
+                report(note)
+        storage = open_storage(settings.storage)
     try:
         existing = optuna.create_study(
             storage=storage, study_name=settings.name, direction=sweep.direction, load_if_exists=True
         )
-    except ValueError as exc:  # e.g. a study of the same name with several objectives
-        raise SweepError(f"study '{settings.name}': {exc}") from None
+    except ValueError as exc:  # a damaged journal, a foreign file, a study of that name with several objectives
+        raise SweepError(unreadable(settings.storage, exc)) from None
     wanted = (
         optuna.study.StudyDirection.MAXIMIZE if sweep.direction == "maximize" else optuna.study.StudyDirection.MINIMIZE
     )
@@ -296,6 +382,7 @@ __all__ = [
     "finish_complete",
     "finish_failed",
     "finish_pruned",
+    "load_existing",
     "make_pruner",
     "make_sampler",
     "mark_stale",

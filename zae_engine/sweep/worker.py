@@ -79,9 +79,10 @@ def execute(task: TrialTask) -> Outcome:
         from zae_engine.spec.build import build_run, check_spec
         from zae_engine.spec.models import validate_spec
         from zae_engine.sweep.objective import objective_value
-        from zae_engine.sweep.study import make_pruner, open_storage, quiet_optuna
+        from zae_engine.sweep.study import make_pruner, open_storage, quiet_optuna, redacted
         from zae_engine.trainer.addons.optuna_pruning import OptunaPruningAddon
 
+        sys.argv[:] = [redacted(arg) for arg in sys.argv]  # the run record keeps argv: no database password in it
         quiet_optuna()
         study = optuna.load_study(
             study_name=task.study, storage=open_storage(task.storage), pruner=make_pruner(task.pruner, task.n_epoch)
