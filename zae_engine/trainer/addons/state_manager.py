@@ -19,6 +19,7 @@ from typing import Any
 import torch
 
 from zae_engine._version import __version__
+from zae_engine.checkpoint.folders import writable_folder_problem
 from zae_engine.checkpoint.manifest import CheckpointEntry
 from zae_engine.checkpoint.rng import capture_rng, restore_rng
 from zae_engine.checkpoint.store import CheckpointStore, locate, read_any, write_folder
@@ -59,6 +60,13 @@ class StateManagerAddon(AddOnBase):
         return self._store
 
     # ------------------------------------------------------------------ hooks
+    def on_attach(self) -> None:
+        """A save_path that cannot hold checkpoints is refused now, not when the first epoch ends."""
+        if self.trainer.is_rank_zero:
+            problem = writable_folder_problem(self.config.save_path)
+            if problem is not None:
+                raise ConfigError(f"{self.label()}: save_path {problem}")
+
     def on_run_start(self) -> None:
         if self.config.resume and self._saved_at is None and self.store.latest() is not None:
             self.load_state()
