@@ -44,6 +44,12 @@ def os_errno(exc: BaseException) -> int | None:
     return None
 
 
+def shown(path: Path) -> str:
+    """`path` quoted for a message; an absurdly long one is shortened in the middle."""
+    text = str(path)
+    return repr(text if len(text) <= 240 else f"{text[:120]}...{text[-100:]}")
+
+
 def first_line(exc: BaseException) -> str:
     text = str(exc).strip()
     return (text.splitlines()[0] if text else type(exc).__name__)[:200]
@@ -60,7 +66,7 @@ def write_failure(target: Path, exc: BaseException, what: str = "checkpoint") ->
         advice = _ADVICE.get(code) if code is not None else None
         if advice is None:
             advice = f"{type(exc).__name__}: {first_line(exc)}. Check that the save_path is a folder you can write to"
-    return CheckpointError(f"could not write {what} {str(target)!r}: {advice}; earlier checkpoints are untouched")
+    return CheckpointError(f"could not write {what} {shown(target)}: {advice}; earlier checkpoints are untouched")
 
 
 def read_failure(path: Path, exc: BaseException, what: str = "checkpoint file") -> CheckpointError:
@@ -69,15 +75,15 @@ def read_failure(path: Path, exc: BaseException, what: str = "checkpoint file") 
         return exc
     if isinstance(exc, MemoryError):
         return CheckpointError(
-            f"{what} {str(path)!r} asks for more memory than there is; it is corrupt or not a checkpoint"
+            f"{what} {shown(path)} asks for more memory than there is; it is corrupt or not a checkpoint"
         )
     code = os_errno(exc)
     if code == errno.ENAMETOOLONG:
-        return CheckpointError(f"cannot read {what} {str(path)[:200]!r}...: the path is too long; check it")
+        return CheckpointError(f"cannot read {what} {shown(path)}: the path is too long for this file system")
     if code in (errno.EACCES, errno.EPERM):
-        return CheckpointError(f"cannot read {what} {str(path)!r}: permission denied; check its permissions")
+        return CheckpointError(f"cannot read {what} {shown(path)}: permission denied; check its permissions")
     return CheckpointError(
-        f"cannot read {what} {str(path)!r} ({type(exc).__name__}: {first_line(exc)}); check the path and the disk"
+        f"cannot read {what} {shown(path)} ({type(exc).__name__}: {first_line(exc)}); check the path and the disk"
     )
 
 
@@ -86,11 +92,11 @@ def save_path_failure(root: Path, exc: OSError) -> CheckpointError:
     code = os_errno(exc)
     if code in (errno.EEXIST, errno.ENOTDIR):
         return CheckpointError(
-            f"save_path {str(root)!r} is a file, not a folder (or a part of it is a file); choose a folder"
+            f"save_path {shown(root)} is a file, not a folder (or a part of it is a file); choose a folder"
         )
     if code in _ADVICE:
-        return CheckpointError(f"cannot create save_path {str(root)!r}: {_ADVICE[code]}")
+        return CheckpointError(f"cannot create save_path {shown(root)}: {_ADVICE[code]}")
     return CheckpointError(
-        f"cannot create save_path {str(root)!r} ({type(exc).__name__}: {first_line(exc)}); "
+        f"cannot create save_path {shown(root)} ({type(exc).__name__}: {first_line(exc)}); "
         "choose a folder you can create and write to"
     )

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from zae_engine.checkpoint.atomic import fsync_dir
-from zae_engine.checkpoint.failures import read_failure, write_failure
+from zae_engine.checkpoint.failures import read_failure, shown, write_failure
 from zae_engine.checkpoint.formats import (
     FILES,
     is_checkpoint_folder,
@@ -71,7 +71,7 @@ def write_folder(target: Path, state: dict[str, Any], meta: dict[str, Any], save
     except Exception as exc:  # a full disk, a read-only file system, torch's zip RuntimeError, SafetensorError, ...
         raise write_failure(target, exc) from exc
     finally:
-        if tmp.exists():
+        if os.path.lexists(tmp):
             shutil.rmtree(tmp, ignore_errors=True)
     return target
 
@@ -246,12 +246,11 @@ def find_checkpoint(path: str | os.PathLike, manifest: Manifest | None = None) -
     """
     target = Path(path)
     try:
-        exists = os.path.lexists(target) and target.exists()
-        is_dir = exists and target.is_dir()
+        is_dir = stat.S_ISDIR(os.stat(target).st_mode)
+    except (FileNotFoundError, NotADirectoryError):
+        raise CheckpointError(f"no checkpoint at {shown(target)}: the path does not exist") from None
     except OSError as exc:  # a name too long, a permission denied on the way
         raise read_failure(target, exc, "checkpoint path") from exc
-    if not exists:
-        raise CheckpointError(f"no checkpoint at {str(target)!r}: the path does not exist")
     if is_dir:
         if is_checkpoint_folder(target):
             return target, None
