@@ -105,7 +105,10 @@ def test_a_wrong_typed_part_is_a_checkpoint_error(tmp_path, part, value):
     path.write_text(json.dumps(skeleton))
     meta_path = path.parent / "checkpoint.json"
     meta = json.loads(meta_path.read_text())
-    meta["files"]["state.json"] = {"bytes": path.stat().st_size, "sha256": hashlib.sha256(path.read_bytes()).hexdigest()}
+    meta["files"]["state.json"] = {
+        "bytes": path.stat().st_size,
+        "sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
+    }
     meta_path.write_text(json.dumps(meta))
     with pytest.raises(CheckpointError) as err:
         make(tmp_path / "run").load_state()

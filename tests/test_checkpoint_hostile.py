@@ -51,7 +51,9 @@ def trained(save_path: Path, save_format: str = "safetensors", epochs: int = 1, 
 
 def fresh(save_path: Path, cls=Checkpointed):
     model = nn.Linear(10, 2)
-    return cls(model, "cpu", "train", torch.optim.Adam(model.parameters(), lr=1e-2), log_bar=False, save_path=str(save_path))
+    return cls(
+        model, "cpu", "train", torch.optim.Adam(model.parameters(), lr=1e-2), log_bar=False, save_path=str(save_path)
+    )
 
 
 def sha256(path: Path) -> str:
@@ -94,9 +96,7 @@ SECRET = "TOP-SECRET-" * 1000 + "END"  # 11003 bytes: neither its size nor its c
         ("ckpt", "state.ckpt"),
     ],
 )
-def test_a_file_linked_out_of_the_checkpoint_is_refused_without_a_word_about_its_target(
-    tmp_path, save_format, victim
-):
+def test_a_file_linked_out_of_the_checkpoint_is_refused_without_a_word_about_its_target(tmp_path, save_format, victim):
     secret = tmp_path / "secret.txt"
     secret.write_text(SECRET)
     trained(tmp_path / "run", save_format)
