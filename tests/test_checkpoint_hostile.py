@@ -183,6 +183,29 @@ def nest(path: Path, depth: int) -> None:
     path.write_text(text.replace('"@@"', "[" * depth + "]" * depth))
 
 
+@needs_proc_io
+def test_the_manifest_is_parsed_once_per_load_and_once_per_run(tmp_path):
+    """A manifest padded to 8 MiB: reading it twice would show up as 16 MiB read."""
+    save_path = tmp_path / "run"
+    trained(save_path, keep_last=3)
+    pad = 8 << 20
+    padding = " " * pad
+
+    def pad_manifest():
+        text = (save_path / "manifest.json").read_text().rstrip()
+        (save_path / "manifest.json").write_text(text + padding)
+
+    pad_manifest()
+    trainer = fresh(save_path)
+    before = bytes_read()
+    trainer.load_state()
+    assert bytes_read() - before < 2 * pad, "load_state() read the manifest more than once"
+    pad_manifest()
+    before = bytes_read()
+    trainer.run(3, DataLoader(make_dataset(64), batch_size=32))  # three saves: the writer keeps it in memory
+    assert bytes_read() - before < 2 * pad, "a run read the manifest more than once"
+
+
 @pytest.mark.parametrize("victim", ["manifest.json", "epoch-0001/checkpoint.json", "epoch-0001/state.json"])
 def test_json_nested_100k_deep_is_a_checkpoint_error(tmp_path, victim):
     trained(tmp_path / "run")

@@ -98,6 +98,8 @@ def parse_json(data: bytes | str, source: str, what: str) -> Any:
     try:
         text = data.decode("utf-8") if isinstance(data, bytes) else data
         return json.loads(text)
+    except MemoryError as exc:
+        raise CheckpointError(f"{source} is too large to parse as a {what}; it is not one zae-engine wrote") from exc
     except RecursionError as exc:
         raise CheckpointError(
             f"{source} is not a {what}: its JSON nests too deeply (damaged or hostile). Nothing from it was used"
