@@ -108,6 +108,9 @@ class WriterLock:
         if fd is not None:
             os.close(fd)  # closing drops the flock; the file stays for the next writer
 
+    def __del__(self) -> None:
+        self.release()  # a store dropped while writing must not keep its save_path locked until exit
+
     def __enter__(self) -> WriterLock:
         self.acquire()
         return self

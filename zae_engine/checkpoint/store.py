@@ -141,7 +141,7 @@ class CheckpointStore:
         path = self.root / name
         try:
             if stat.S_ISLNK(os.lstat(path).st_mode):
-                raise refuse_link(path, f"checkpoint folder listed in {str(self.manifest_path)!r},")
+                raise refuse_link(path, "listed checkpoint folder")
         except FileNotFoundError:
             pass
         return path
