@@ -32,6 +32,7 @@ from zae_engine.checkpoint.failures import first_line, read_failure
 from zae_engine.checkpoint.tree import check_bounded, join_tensors, split_tensors
 from zae_engine.checkpoint.untrusted import (
     MAX_JSON_BYTES,
+    check_size,
     dump_json,
     is_link,
     open_regular,
@@ -131,6 +132,8 @@ def read_checkpoint(folder: Path) -> tuple[dict[str, Any], dict[str, Any]]:
             return read_torch_state(handle, path), meta
     for name in FILES[save_format]:
         with open_regular(folder / name) as handle:
+            if name.endswith(".json"):  # capped before hashing too: its recorded size proves nothing
+                check_size(handle, folder / name, MAX_JSON_BYTES, "checkpoint state")
             verify(handle, folder / name, meta["files"].get(name))
     model = _load_safetensors(folder / "model.safetensors")
     tensors = _load_safetensors(folder / "state.safetensors")

@@ -34,7 +34,7 @@ from zae_engine.checkpoint.formats import (
 from zae_engine.checkpoint.housekeeping import TMP_PREFIX, sweep_temps, unlisted_checkpoints
 from zae_engine.checkpoint.lock import WriterLock
 from zae_engine.checkpoint.manifest import MANIFEST_NAME, CheckpointEntry, Manifest, read_manifest, write_manifest
-from zae_engine.checkpoint.untrusted import refuse_link
+from zae_engine.checkpoint.untrusted import is_link, refuse_link
 from zae_engine.errors import CheckpointError
 
 Selector = Callable[[list[CheckpointEntry]], list[CheckpointEntry]]
@@ -82,7 +82,8 @@ class CheckpointStore:
     def __init__(self, root: str | os.PathLike) -> None:
         self.root = Path(root)
         self._lock = WriterLock(self.root)
-        self._owned: Manifest | None = None  # the manifest, while this store holds the lock
+        self._writing = False  # between acquire() and release()
+        self._owned: Manifest | None = None  # the manifest, kept in memory while writing
         self._reported_unlisted = False
 
     @property
@@ -92,12 +93,12 @@ class CheckpointStore:
     # ------------------------------------------------------------------ the writer's lock
     @property
     def writing(self) -> bool:
-        """True while this store holds the save_path's lock."""
-        return self._lock.held
+        """True between acquire() and release(): this store is the save_path's writer."""
+        return self._writing
 
     def acquire(self) -> None:
         """Become the save_path's only writer: take the lock, sweep what dead writers left, read the manifest."""
-        if self._lock.held:
+        if self._writing:
             return
         self._lock.acquire()
         try:
@@ -107,16 +108,16 @@ class CheckpointStore:
         except BaseException:
             self._lock.release()
             raise
-        self._owned = manifest
+        self._owned, self._writing = manifest, True
 
     def release(self) -> None:
-        self._owned = None
+        self._owned, self._writing = None, False
         self._lock.release()
 
     @contextmanager
     def writer(self) -> Iterator[None]:
         """Hold the lock for the block, unless this store holds it already (then leave it held)."""
-        if self._lock.held:
+        if self._writing:
             yield
             return
         self.acquire()
@@ -126,12 +127,12 @@ class CheckpointStore:
             self.release()
 
     def __getstate__(self) -> dict[str, Any]:
-        return dict(self.__dict__, _owned=None)  # a copy in another process is not the writer
+        return dict(self.__dict__, _owned=None, _writing=False)  # a copy in another process is not the writer
 
     # ------------------------------------------------------------------ reading
     def manifest(self) -> Manifest:
-        """The manifest: the writer's own copy while the lock is held, else parsed from disk (once per call)."""
-        return self._owned if self._owned is not None else read_manifest(self.root)
+        """The manifest: the writer's own copy while writing, else parsed from disk (once per call)."""
+        return self._owned if self._writing and self._owned is not None else read_manifest(self.root)
 
     def entries(self, manifest: Manifest | None = None) -> list[CheckpointEntry]:
         return (manifest or self.manifest()).checkpoints
@@ -182,16 +183,15 @@ class CheckpointStore:
             try:
                 write_manifest(self.root, updated)
             except Exception as exc:
-                failure = write_failure(self.manifest_path, exc, "checkpoint manifest")
                 raise CheckpointError(
-                    f"checkpoint {str(folder)!r} was written but not listed: {failure}. Load it by its path, "
-                    "or fix the cause and save again"
+                    f"checkpoint {str(folder)!r} was written but not listed in the manifest: "
+                    f"{write_failure(self.manifest_path, exc, 'checkpoint manifest')}. Load it by its path"
                 ) from exc
-            if self._owned is not None:
-                self._owned = updated
+            self._owned = updated
             for dropped in entries:
-                if dropped not in kept and is_checkpoint_folder(self.folder(dropped.name)):
-                    shutil.rmtree(self.root / dropped.name, ignore_errors=True)
+                path = self.root / dropped.name
+                if dropped not in kept and not is_link(path) and is_checkpoint_folder(path):
+                    shutil.rmtree(path, ignore_errors=True)
         return folder
 
     def _free_name(self, name: str, taken: set[str]) -> str:
