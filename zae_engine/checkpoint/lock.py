@@ -109,7 +109,10 @@ class WriterLock:
             os.close(fd)  # closing drops the flock; the file stays for the next writer
 
     def __del__(self) -> None:
-        self.release()  # a store dropped while writing must not keep its save_path locked until exit
+        try:
+            self.release()  # a store dropped while writing must not keep its save_path locked until exit
+        except Exception:  # at interpreter exit the modules it needs may be gone; the kernel releases it then
+            pass
 
     def __enter__(self) -> WriterLock:
         self.acquire()
