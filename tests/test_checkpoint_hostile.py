@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import shutil
 from pathlib import Path
 
@@ -144,6 +145,17 @@ def test_the_save_path_itself_may_be_a_symlink(tmp_path, save_format):
     if save_format == "safetensors":
         again.apply_weights(tmp_path / "link" / "epoch-0002" / "model.safetensors")
         assert torch.equal(again.model.weight, first.model.weight)
+
+
+@pytest.mark.parametrize("victim", ["manifest.json", "epoch-0001/checkpoint.json", "epoch-0001/state.json"])
+def test_a_fifo_planted_as_a_file_is_refused_without_waiting_for_a_writer(tmp_path, victim):
+    trained(tmp_path / "run")
+    target = tmp_path / "run" / victim
+    target.unlink()
+    os.mkfifo(target)  # opening it for reading would block until someone writes
+    with pytest.raises(CheckpointError, match="is not a regular file") as err:
+        fresh(tmp_path / "run").load_state()
+    assert str(target) in str(err.value)
 
 
 # ------------------------------------------------------------------------------------------ bounded work

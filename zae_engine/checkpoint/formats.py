@@ -34,7 +34,6 @@ from zae_engine.checkpoint.untrusted import (
     MAX_JSON_BYTES,
     check_size,
     dump_json,
-    is_link,
     open_regular,
     parse_json,
     read_json,
@@ -105,13 +104,14 @@ def _sha256(handle: IO[bytes]) -> str:
 
 # ---------------------------------------------------------------------------------------------- reading
 def is_checkpoint_folder(path: Path) -> bool:
-    return path.is_dir() and (path / META_NAME).is_file()
+    """A folder holding something named checkpoint.json (whether that is sound is read_meta's question)."""
+    return path.is_dir() and os.path.lexists(path / META_NAME)
 
 
 def read_meta(folder: Path) -> dict[str, Any]:
     """`checkpoint.json` of `folder`, checked to be ours."""
     path = folder / META_NAME
-    if not path.is_file() and not is_link(path):
+    if not os.path.lexists(path):
         raise CheckpointError(f"{str(folder)!r} is not a checkpoint folder: it has no {META_NAME}")
     meta = read_json(path, "checkpoint record")
     if not isinstance(meta, dict) or meta.get("format") != META_FORMAT:
