@@ -17,6 +17,7 @@ import json
 import os
 import socket
 import stat
+import time
 import warnings
 import weakref
 from datetime import datetime, timezone
@@ -34,6 +35,7 @@ except ImportError:  # Windows: no flock; the lock is not taken there
 
 LOCK_NAME = ".zae-writer.lock"
 _HOLDER_BYTES = 4096
+_HOLDER_WAIT_S = 5.0  # only a refused writer waits, and only until the holder has written who it is
 _FLAGS = (
     os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_NONBLOCK", 0)
 )
@@ -84,7 +86,7 @@ class WriterLock:
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
-                raise CheckpointError(self._taken_message(_read_holder(fd))) from None
+                raise CheckpointError(self._taken_message(_wait_for_holder(fd))) from None
             except OSError as exc:  # a file system without locks (some network or FUSE mounts)
                 warnings.warn(
                     f"cannot lock save_path {str(self.root)!r} ({exc.strerror}); make sure no other run writes into "
@@ -136,6 +138,33 @@ class WriterLock:
             f"save_path {str(self.root)!r} is being written by {who}: two runs saving into one folder would corrupt "
             "its checkpoints. Wait until that run ends, or give this run another save_path"
         )
+
+
+def _wait_for_holder(fd: int) -> dict[str, Any]:
+    """The holder's pid/host. A holder that locked a moment ago writes them right after (until then the file is
+    empty, or still names a dead predecessor), so a refused writer waits a little for them."""
+    deadline = time.monotonic() + _HOLDER_WAIT_S
+    while True:
+        holder = _read_holder(fd)
+        if _plausible(holder) or time.monotonic() > deadline:
+            return holder
+        time.sleep(0.01)
+
+
+def _plausible(holder: dict[str, Any]) -> bool:
+    """Names a pid that, if it is on this host, is alive."""
+    pid = holder.get("pid")
+    if pid is None:
+        return False
+    if holder.get("host") != socket.gethostname():
+        return True  # another machine's pid: nothing to check it against
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True  # exists, owned by someone else
+    return True
 
 
 def _read_holder(fd: int) -> dict[str, Any]:
