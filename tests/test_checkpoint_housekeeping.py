@@ -18,10 +18,10 @@ import pytest
 import torch
 from torch import nn
 from torch.utils.data import DataLoader
-from zae_testing import SeparableTrainer, make_dataset
 
 from zae_engine.checkpoint import read_checkpoint
 from zae_engine.errors import TrainingInterrupted
+from zae_engine.testing import SeparableTrainer, make_dataset
 from zae_engine.trainer import Trainer
 from zae_engine.trainer.addons import StateManagerAddon
 

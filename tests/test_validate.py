@@ -67,7 +67,7 @@ def folder(tmp_path: Path) -> Path:
         ),
         (
             "addons.0.save_path=/proc/zae-x",
-            "spec.yaml:8: addons[0]: add-on 'state_manager': save_path '/proc/zae-x' cannot be created",
+            "add-on 'state_manager': save_path '/proc/zae-x' cannot be created",
         ),
         ("addons.0.save_path=a_file", "add-on 'state_manager': save_path 'a_file' is a file, not a folder"),
         (

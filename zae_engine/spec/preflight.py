@@ -42,12 +42,24 @@ def preflight(plan: RunPlan) -> None:
     for name, loader in _loaders(spec):
         _build(plan, ("data", name, "dataset"), loader.dataset)
     addons = [cls(**options) for cls, options in plan.addons]
+    _check_folders(plan, addons)
     options = spec.trainer.init_args.model_dump()
     mode = options.pop("mode")
     try:
         plan.trainer_class(model, _first_device(spec.device), mode, optimizer, scheduler, addons=addons, **options)
     except ConfigError as exc:
         raise source.fail(owner_of(plan, str(exc)), str(exc)) from None
+
+
+def _check_folders(plan: RunPlan, addons: list[Any]) -> None:
+    """Every add-on folder that will be written (a `save_path`) can be: found now, not when the run starts."""
+    from zae_engine.checkpoint.folders import writable_folder_problem
+
+    for index, addon in enumerate(addons):
+        folder = getattr(addon.config, "save_path", None)
+        problem = writable_folder_problem(folder) if isinstance(folder, str) else None
+        if problem is not None:
+            raise plan.source.fail(("addons", index, "save_path"), f"{addon.label()}: save_path {problem}")
 
 
 def _first_device(device: str | list[str]) -> str:

@@ -19,7 +19,6 @@ from typing import Any
 import torch
 
 from zae_engine._version import __version__
-from zae_engine.checkpoint.folders import writable_folder_problem
 from zae_engine.checkpoint.manifest import CheckpointEntry, Manifest
 from zae_engine.checkpoint.rng import capture_rng, restore_rng
 from zae_engine.checkpoint.store import CheckpointStore, find_checkpoint, read_any, write_folder
@@ -60,13 +59,6 @@ class StateManagerAddon(AddOnBase):
         return self._store
 
     # ------------------------------------------------------------------ hooks
-    def on_attach(self) -> None:
-        """A save_path that cannot hold checkpoints is refused now, not when the first epoch ends."""
-        if self.trainer.is_rank_zero:
-            problem = writable_folder_problem(self.config.save_path)
-            if problem is not None:
-                raise ConfigError(f"{self.label()}: save_path {problem}")
-
     def on_run_start(self) -> None:
         if self.trainer.mode == "train" and is_rank_zero():
             self.store.acquire()  # the only writer of save_path from here to on_run_end; refuses before training
