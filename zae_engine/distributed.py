@@ -73,6 +73,15 @@ def _agree(flag: bool, device: torch.device, op: dist.ReduceOp) -> bool:
     return bool(packed.item())
 
 
+def max_over_ranks(value: int, device: torch.device) -> int:
+    """The largest of every rank's `value`: one all-reduce (MAX); the value itself in one process."""
+    if not is_distributed():
+        return value
+    packed = torch.tensor([int(value)], dtype=torch.int64, device=_collective_device(device))
+    dist.all_reduce(packed, op=dist.ReduceOp.MAX)
+    return int(packed.item())
+
+
 def any_rank(flag: bool, device: torch.device) -> bool:
     """True on every rank when it is True on at least one: one all-reduce (MAX), no barrier."""
     return _agree(flag, device, dist.ReduceOp.MAX)
