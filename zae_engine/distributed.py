@@ -110,6 +110,15 @@ def all_gather_rows(tensor: torch.Tensor, device: torch.device) -> list[torch.Te
     return [part[: int(count.item())].to(tensor.device) for part, count in zip(gathered, counts)]
 
 
+def all_gather_objects(value: object) -> list | None:
+    """Every rank's `value` in rank order (pickled in memory between this run's own processes); None in one process."""
+    if not is_distributed():
+        return None
+    out: list = [None] * dist.get_world_size()
+    dist.all_gather_object(out, value)
+    return out
+
+
 def average_gradients(grads: list[torch.Tensor]) -> None:
     """Mean of each gradient over ranks, in place (what DDP does, for backwards it did not sync)."""
     if not is_distributed():

@@ -38,6 +38,7 @@ from zae_engine.distributed import (
 )
 from zae_engine.errors import (
     AddOnWarning,
+    CheckpointError,
     ConfigError,
     NonFiniteLossError,
     StepResultError,
@@ -54,6 +55,7 @@ from zae_engine.trainer.display import REFRESH_SECONDS, BarDisplay, LineDisplay,
 from zae_engine.trainer.logbook import EpochLog, StepLog
 from zae_engine.trainer.progress import ProgressChecker
 from zae_engine.trainer.resume import merge_optimizer, merge_scheduler
+from zae_engine.trainer.state_fit import check_fits
 
 _PREFIX = {"train": "train/", "valid": "valid/", "test": "test/"}
 _AMP_DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -716,8 +718,12 @@ class Trainer(ABC, metaclass=compose.TrainerMeta):
     def load_state_dict(self, state: dict[str, Any], source: str = "the checkpoint") -> list[str]:
         """Restore a `state_dict()`: progress from it, hyper-parameters from the current settings where they differ.
 
-        Returns those differences ("scheduler total_iters 5 -> 10", ...), so a resume can say what it changed.
+        Everything is checked before anything changes (see `state_fit`), and add-on states that fail to load are
+        rolled back, so a load that fails leaves the trainer as it was. Returns the settings that differed
+        ("scheduler total_iters 5 -> 10", ...), so a resume can say what it changed.
         """
+        check_fits(self, state, source)
+        self._load_addon_states(state.get("addons") or {}, source)
         differences: list[str] = []
         if state.get("model") is not None:
             apply_state_dict(self.unwrapped_model, state["model"], source)
@@ -738,10 +744,28 @@ class Trainer(ABC, metaclass=compose.TrainerMeta):
             self.progress_checker.load_state_dict(state["progress"])
         best = state.get("best") or {}
         self.best.update({k: best[k] for k in ("metric", "value", "epoch") if k in best})
-        for name, addon_state in (state.get("addons") or {}).items():
-            if name in self.addons:
-                self.addons[name].load_state_dict(addon_state)
         return differences
+
+    def _load_addon_states(self, states: dict[str, Any], source: str) -> None:
+        """Each add-on's own state; if one refuses it, the ones already loaded get their previous state back."""
+        done: list[tuple[AddOnBase, dict[str, Any]]] = []
+        for name, addon_state in states.items():
+            addon = self.addons.get(name)
+            if addon is None:
+                continue
+            before = addon.state_dict()
+            try:
+                addon.load_state_dict(addon_state)
+            except Exception as exc:
+                for loaded, previous in reversed(done):
+                    loaded.load_state_dict(previous)
+                if isinstance(exc, CheckpointError):
+                    raise
+                raise CheckpointError(
+                    f"{addon.label()} could not load its state from {source} ({type(exc).__name__}: {exc}); "
+                    "nothing was loaded. The cause below is the add-on's own error"
+                ) from exc
+            done.append((addon, before))
 
     def _rates_from_schedule(self) -> None:
         """After a schedule's shape changed on resume, set the rate it gives at the resumed position."""
