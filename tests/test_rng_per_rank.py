@@ -2,17 +2,11 @@
 
 from __future__ import annotations
 
-import socket
-
 import torch
 import torch.multiprocessing as mp
 from rng_ddp_workers import WORLD, worker
 
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+from zae_engine.testing import free_port
 
 
 def run(tmp_path, name: str, save_path, epochs: int, resume: bool) -> list[dict[int, float]]:
