@@ -28,7 +28,6 @@ from zae_engine.errors import did_you_mean
 from zae_engine.spec.source import (
     FieldPath,
     Problem,
-    SpecError,
     SpecSource,
     apply_overrides,
     read_spec_or_sweep_file,
@@ -218,19 +217,3 @@ def _model_of(annotation: Any) -> Any:
             if found is not None:
                 return found
     return None
-
-
-__all__ = [
-    "AddOnEntry",
-    "Component",
-    "DataSpec",
-    "LoaderSpec",
-    "RunOptions",
-    "RunSpec",
-    "SpecError",
-    "SpecSource",
-    "TrainerArgs",
-    "TrainerSpec",
-    "load_spec",
-    "validate_spec",
-]

@@ -13,17 +13,18 @@ docs/checkpoints.md for the layout on disk and what a resume restores.
 from __future__ import annotations
 
 import math
+import warnings
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from zae_engine._version import __version__
-from zae_engine.checkpoint.manifest import CheckpointEntry
-from zae_engine.checkpoint.rng import capture_rng, restore_rng
-from zae_engine.checkpoint.store import CheckpointStore, locate, read_any, write_folder
+from zae_engine.checkpoint.manifest import CheckpointEntry, Manifest
+from zae_engine.checkpoint.rng import capture_rng, check_rng, gather_rng, restore_rng, rng_of_this_rank
+from zae_engine.checkpoint.store import CheckpointStore, find_checkpoint, read_any, write_folder
 from zae_engine.distributed import barrier, is_rank_zero
-from zae_engine.errors import CheckpointError, ConfigError, TrainingInterrupted, did_you_mean
+from zae_engine.errors import AddOnWarning, CheckpointError, ConfigError, TrainingInterrupted, did_you_mean
 from zae_engine.trainer.addons.base import AddOnBase
 from zae_engine.trainer.addons.configs import StateManagerConfig
 
@@ -60,6 +61,8 @@ class StateManagerAddon(AddOnBase):
 
     # ------------------------------------------------------------------ hooks
     def on_run_start(self) -> None:
+        if self.trainer.mode == "train" and is_rank_zero():
+            self.store.acquire()  # the only writer of save_path from here to on_run_end; refuses before training
         if self.config.resume and self._saved_at is None and self.store.latest() is not None:
             self.load_state()
         if self._pending_rng is not None:
@@ -74,20 +77,27 @@ class StateManagerAddon(AddOnBase):
             self._unsaved = summary
             return
         value = self._monitored(summary)
+        ranks = gather_rng()  # every rank's random streams, so a resume continues each rank's own
         if is_rank_zero() and (self.config.keep_last > 0 or self._enters_top_k(value)):
-            self._save("epoch", value)
+            self._save("epoch", value, ranks)
         self._unsaved = None
         barrier()  # every rank reaches this after the same epoch; none runs ahead of rank 0's write
 
     def on_run_end(self, error: BaseException | None) -> None:
-        if self.trainer.mode != "train" or not is_rank_zero():
-            return
-        if isinstance(error, TrainingInterrupted):
-            if self.config.save_on_interrupt:
-                self._save("interrupted", None)
-        elif error is None and self._unsaved is not None and self.config.keep_last > 0:
-            self._save("epoch", self._monitored(self._unsaved))  # the run ended between every_n_epochs saves
-        self._unsaved = None
+        try:
+            if self.trainer.mode != "train":
+                return
+            if isinstance(error, TrainingInterrupted):
+                if self.config.save_on_interrupt:
+                    ranks = gather_rng()  # every rank stopped after the same step: all of them take part
+                    if is_rank_zero():
+                        self._save("interrupted", None, ranks)
+            elif error is None and self._unsaved is not None and self.config.keep_last > 0 and is_rank_zero():
+                self._save("epoch", self._monitored(self._unsaved))  # the run ended between every_n_epochs saves
+            self._unsaved = None
+        finally:
+            if is_rank_zero():
+                self.store.release()
 
     def state_dict(self) -> dict[str, Any]:
         # only where the files are, so a launcher handing rank 0's state back also hands these back
@@ -98,10 +108,11 @@ class StateManagerAddon(AddOnBase):
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self._pending_rng = None  # a state handed back after a run replaces one loaded before it
+        root = self.store.root.resolve()
         for key in ("last_checkpoint", "best_checkpoint"):
             value = state.get(key)
-            if isinstance(value, str):
-                setattr(self, key, Path(value))
+            if isinstance(value, str) and Path(value).resolve().parent == root:
+                setattr(self, key, Path(value))  # a path outside save_path from a file is never taken
 
     # ------------------------------------------------------------------ lent to the trainer
     def save_state(self, path: str | Path | None = None) -> Path | None:
@@ -112,7 +123,8 @@ class StateManagerAddon(AddOnBase):
         if not is_rank_zero():
             return None
         if path is None:
-            return self._save("manual", None)
+            with self.store.writer():  # outside run(): hold the lock for this save only
+                return self._save("manual", None)
         target = write_folder(Path(path), self._gather_state(), self._meta("manual", None), self.config.save_format)
         self.last_checkpoint = target
         self._saved_at = self.trainer.progress_checker.state_dict()
@@ -124,49 +136,48 @@ class StateManagerAddon(AddOnBase):
         `path`: a checkpoint folder, a save_path (its latest complete checkpoint), or a `.ckpt` file;
         None means the latest complete checkpoint in this add-on's save_path. Returns what was loaded.
         """
+        manifest: Manifest | None = None  # parsed once for the whole load
         if path is None:
-            if self.store.latest() is None:
+            manifest = self.store.manifest()
+            if self.store.latest(manifest) is None:
                 raise CheckpointError(
                     f"no checkpoint to resume from in {self.config.save_path!r} (no manifest.json listing one); "
                     "train with this add-on first, or pass load_state(path)"
                 )
             path = self.config.save_path
-        target = locate(path)
+        target, manifest = find_checkpoint(path, manifest)
         state, meta = read_any(target)
         source = repr(str(target))
         trainer = self.trainer
-        try:
-            differences = trainer.load_state_dict(state, source)
-        except CheckpointError:
-            raise
-        except (KeyError, ValueError, TypeError, RuntimeError, IndexError) as exc:
-            raise CheckpointError(
-                f"{source} does not fit this trainer ({type(exc).__name__}: {str(exc).strip()[:300]}); "
-                "load it into the same model, optimizer and scheduler it was saved from"
-            ) from None
-        rng = state.get("rng")
+        rng, rng_note = rng_of_this_rank(state)
+        if rng is not None:
+            check_rng(rng, source)  # before anything changes: a failed load changes nothing
+        history = _checked_history(state.get("history"), source)
+        differences = trainer.load_state_dict(state, source)  # validates all it can, then applies
         if rng is not None:
             restore_rng(rng, source)
             self._pending_rng = rng
+        if rng_note is not None:
+            warnings.warn(f"{self.label()}: {rng_note}", AddOnWarning, stacklevel=2)
         if differences and is_rank_zero():
             trainer._display_note(
                 f"resumed from {source} at epoch {trainer.progress_checker.get_epoch() - 1}; "
                 f"these settings differ from the checkpoint's, yours apply: {'; '.join(differences)}"
             )
-        history = state.get("history")
-        if isinstance(history, list):
-            trainer.history = [dict(h) for h in history if isinstance(h, dict)]
+        if history is not None:
+            trainer.history = history
         self._saved_at = trainer.progress_checker.state_dict()
         self.last_checkpoint = target
         if target.is_dir() and target.parent.resolve() == self.store.root.resolve():
-            self.best_checkpoint = self.store.best()
-            self._restore_best_weights(state, target)
+            manifest = manifest or self.store.manifest()
+            self.best_checkpoint = self.store.best(manifest)
+            self._restore_best_weights(state, target, manifest)
         elif self.best_checkpoint is not None and not self.best_checkpoint.exists():
             self.best_checkpoint = None
         return target
 
     # ------------------------------------------------------------------ saving
-    def _save(self, kind: str, value: float | None) -> Path:
+    def _save(self, kind: str, value: float | None, ranks: list[dict[str, Any]] | None = None) -> Path:
         progress = self.trainer.progress_checker.state_dict()
         done, step = progress["epoch"] - 1, progress["step"] - 1
         name = f"epoch-{done:04d}" if kind == "epoch" else f"{kind}-epoch-{done:04d}-step-{step:06d}"
@@ -180,17 +191,26 @@ class StateManagerAddon(AddOnBase):
             mode=self.config.monitor_mode,
             value=value,
         )
-        path = self.store.save(self._gather_state(), entry, self._meta(kind, value), self._select)
+        path = self.store.save(
+            self._gather_state(ranks),
+            entry,
+            self._meta(kind, value),
+            self._select,
+            self._monitor,
+            self.config.monitor_mode,
+        )
         self.last_checkpoint = path
         self.best_checkpoint = self.store.best()
         self._saved_at = progress
         return path
 
-    def _gather_state(self) -> dict[str, Any]:
+    def _gather_state(self, ranks: list[dict[str, Any]] | None = None) -> dict[str, Any]:
         trainer = self.trainer
         state = trainer.state_dict()
         state["model"] = dict(state["model"])
         state["rng"] = capture_rng()
+        if ranks is not None:
+            state["rng_by_rank"] = ranks
         state["history"] = [_json_scalars(summary) for summary in trainer.history]
         return state
 
@@ -271,13 +291,13 @@ class StateManagerAddon(AddOnBase):
         return keep
 
     # ------------------------------------------------------------------ loading
-    def _restore_best_weights(self, state: dict[str, Any], loaded: Path) -> None:
+    def _restore_best_weights(self, state: dict[str, Any], loaded: Path, manifest: Manifest) -> None:
         """Refill the trainer's best-weights buffer (for apply_weights()) from the best checkpoint, if it is that epoch."""
         trainer = self.trainer
         best = self.best_checkpoint
         if not trainer.config.keep_best_weights or best is None or not trainer.is_rank_zero:
             return
-        entry = next((e for e in self.store.entries() if e.name == best.name), None)
+        entry = next((e for e in self.store.entries(manifest) if e.name == best.name), None)
         if entry is None or entry.epoch != trainer.best.get("epoch"):
             return
         try:
@@ -285,6 +305,14 @@ class StateManagerAddon(AddOnBase):
         except CheckpointError:
             return  # the buffer stays empty; apply_weights(path) still works
         trainer._best_weights = {k: v.detach().to("cpu", copy=True) for k, v in model.items()}
+
+
+def _checked_history(history: Any, source: str) -> list[dict[str, Any]] | None:
+    if history is None:
+        return None
+    if not isinstance(history, list) or not all(isinstance(h, dict) for h in history):
+        raise CheckpointError(f"{source}: 'history' must be a list of epoch summaries; the checkpoint is damaged")
+    return [dict(h) for h in history]
 
 
 def _json_scalars(summary: dict[str, Any]) -> dict[str, Any]:
