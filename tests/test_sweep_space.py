@@ -87,6 +87,7 @@ def test_a_good_space_loads_and_its_values_reach_the_spec_typed(tmp_path):
         ("trainer.init_args.precision: {choice: [fp32, fp8]}", "the choice 'fp8' is refused"),
         ("optimizer.init_args.lr: {choice: [0.1, 1e-3, text]}", "the choice 'text' is refused"),
         ("run.n_epoch: {int: [-2, 3]}", "the low bound -2 is refused"),
+        ("data.train.dataset.init_args.size: {choice: [64, many]}", "the choice 'many' is refused"),
     ],
 )
 def test_a_path_or_value_the_spec_refuses_is_an_error_at_the_parameter_line(tmp_path, param, expected):
@@ -104,6 +105,8 @@ def test_refusals_say_why_in_the_fields_own_words(tmp_path):
     assert "TinyNet(hidden=-4) fails" in width
     (batch,) = problems(write(tmp_path, "data.train.batch_size: {int: [0, 32]}"))
     assert "data.train.batch_size: Input should be greater than or equal to 1" in batch
+    (size,) = problems(write(tmp_path, "data.train.dataset.init_args.size: {choice: [64, many]}"))
+    assert "RandomDataset: Input should be a valid integer" in size  # by its annotation; datasets are not built
 
 
 def test_the_form_of_each_parameter_is_checked(tmp_path):

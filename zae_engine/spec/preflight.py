@@ -98,6 +98,14 @@ def _components(plan: RunPlan) -> list[tuple[FieldPath, Component]]:
     return found
 
 
+def argument_problems(plan: RunPlan, path: FieldPath) -> list[Problem]:
+    """The type problems of one component's `init_args` (`path`: ("model",), ("data", "train", "dataset"), ...)."""
+    for component_path, component in _components(plan):
+        if component_path == path:
+            return _argument_problems(plan.classes[path], component, path)
+    return []
+
+
 def _argument_problems(target: Any, component: Component, path: FieldPath) -> list[Problem]:
     hints = _hints(target)
     problems = []

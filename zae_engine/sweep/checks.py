@@ -1,13 +1,14 @@
 """Checking a search space against the spec it searches, before any trial runs.
 
-Every parameter's path must lead somewhere the spec accepts, and every value a trial could get at the edges of
-its range (low and high bound, a middle value for floats, each choice) must pass the same checks `zae validate`
-makes: the spec's own fields (trainer options, loaders, `run`), each add-on's Config, each constructor's
-signature. Model, optimizer and scheduler arguments are also tried for real where that is cheap and harmless:
-the model is built on PyTorch's `meta` device (no memory, no weights), the optimizer over one dummy parameter, the
-scheduler over a dummy optimizer — and only when the spec's own values build that way, so a class that cannot be
-probed is never blamed. Datasets are not built (that may read a disk or a network); their arguments are checked
-by name.
+The spec's own values pass `zae validate` first (including `preflight`). Then every parameter's path must lead
+somewhere the spec accepts, and every value a trial could get at the edges of its range (low and high bound, a
+middle value for floats, each choice) must pass the same checks a written value passes: the spec's own fields
+(trainer options, loaders, `run`), each add-on's Config, each constructor's keywords and their annotated types.
+What a value of the model, optimizer or scheduler does is tried for real, the way `preflight` does it: the model
+built on PyTorch's `meta` device (no memory, no weights), the optimizer over its parameters, the scheduler over
+that optimizer — but only when the spec's own model builds on `meta`, so a model that cannot be probed cheaply is
+never built for real once per value. Datasets are not built per value (that may read a disk); their arguments
+are checked by name and type.
 """
 
 from __future__ import annotations
@@ -86,15 +87,29 @@ def _check_param(plan: SweepPlan, key: str, param: Any, probes: _Probes) -> str 
 
 def _refusal(plan: SweepPlan, key: str, value: Any, probes: _Probes) -> str | None:
     """Why the spec refuses `value` at `key`, or None."""
+    from zae_engine.spec.preflight import argument_problems
+
     try:
         source = plan.with_values({key: value}, origin=_HERE)
         spec = validate_spec(source)
         trial_plan = check_spec(spec, source)
+        component = _component_of(key)
+        problems = argument_problems(trial_plan, component) if component else []
+        if problems:
+            raise source.error(problems)
     except SpecError as exc:
         return "; ".join(_without_origin(line) for line in exc.lines)
-    section = key.split(".", 1)[0]
-    if section in _PROBED:
-        return probes.refusal(section, trial_plan)
+    if key.split(".", 1)[0] in _PROBED:
+        return probes.refusal(trial_plan)
+    return None
+
+
+def _component_of(key: str) -> tuple[str, ...] | None:
+    """The component whose arguments `key` sets: ("model",), ("data", "train", "dataset"), ... or None."""
+    for path in (("model",), ("optimizer",), ("scheduler",), *(("data", n, "dataset") for n in ("train", "valid"))):
+        dotted = ".".join(path)
+        if key == dotted or key.startswith(dotted + "."):
+            return path
     return None
 
 
@@ -110,42 +125,40 @@ def _with_dot(text: str) -> str:
 
 
 class _Probes:
-    """Builds model/optimizer/scheduler cheaply; remembers whether the spec's own values build (else: no probe)."""
+    """Model, optimizer and scheduler built the cheap way; only if the spec's own model builds on `meta`."""
 
     def __init__(self, base: RunPlan) -> None:
-        self.base = base
-        self._base_builds: dict[str, bool] = {}
+        self._cheap = _build_chain(base) is None
 
-    def refusal(self, section: str, plan: RunPlan) -> str | None:
-        if section not in self._base_builds:
-            self._base_builds[section] = _build(section, self.base) is None
-        if not self._base_builds[section]:
-            return None
-        return _build(section, plan)
+    def refusal(self, plan: RunPlan) -> str | None:
+        return _build_chain(plan) if self._cheap else None
 
 
-def _build(section: str, plan: RunPlan) -> str | None:
-    """Build one component cheaply; the error as text, or None when it builds."""
+def _build_chain(plan: RunPlan) -> str | None:
+    """Model on the meta device, the optimizer over its parameters, the scheduler over that optimizer (as
+    `preflight` builds them); the first failure as text, or None."""
     import torch
 
     spec = plan.spec
-    component = getattr(spec, section)
-    target = plan.classes.get((section,))
-    if component is None or target is None:
-        return None
-    try:
-        if section == "model":
-            with torch.device("meta"):
-                target(**component.init_args)
-        elif section == "optimizer":
-            target([torch.nn.Parameter(torch.zeros(2))], **component.init_args)
-        else:
-            optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(2))], lr=0.1)
-            target(optimizer, **component.init_args)
-    except Exception as exc:
-        args = ", ".join(f"{k}={v!r}" for k, v in component.init_args.items())
-        message = " ".join(str(exc).split())[:300]
-        return f"{component.class_path}({args}) fails: {type(exc).__name__}: {message}"
+    built: dict[str, Any] = {}
+    steps = [("model", spec.model, ())]
+    if spec.optimizer is not None:
+        steps.append(("optimizer", spec.optimizer, ("model",)))
+    if spec.scheduler is not None:
+        steps.append(("scheduler", spec.scheduler, ("optimizer",)))
+    for section, component, needs in steps:
+        target = plan.classes[(section,)]
+        injected = [built["model"].parameters()] if needs == ("model",) else [built[n] for n in needs]
+        try:
+            if section == "model":
+                with torch.device("meta"):
+                    built[section] = target(**component.init_args)
+            else:
+                built[section] = target(*injected, **component.init_args)
+        except Exception as exc:
+            args = ", ".join(f"{k}={v!r}" for k, v in component.init_args.items())
+            message = " ".join(str(exc).split())[:300]
+            return f"{component.class_path}({args}) fails: {type(exc).__name__}: {message}"
     return None
 
 

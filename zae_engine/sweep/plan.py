@@ -77,9 +77,11 @@ class SweepPlan:
 
 
 def load_sweep(path: str | Path, overrides: list[str] | None = None, sampler: str | None = None) -> SweepPlan:
-    """Read a spec with a sweep section (or a sweep file naming a spec), check it and its search space."""
+    """Read a spec with a sweep section (or a sweep file naming a spec), check it as `zae validate` does, then
+    its search space."""
     from zae_engine.spec.build import check_spec
     from zae_engine.spec.models import load_spec
+    from zae_engine.spec.preflight import preflight
     from zae_engine.sweep.checks import check_space
 
     spec, source = load_spec(path, overrides)
@@ -90,7 +92,9 @@ def load_sweep(path: str | Path, overrides: list[str] | None = None, sampler: st
                 "`spec: <run spec>` and `sweep:`"
             ]
         )
-    plan = SweepPlan(check_spec(spec, source))
+    run_plan = check_spec(spec, source)
+    preflight(run_plan)  # the spec's own values: everything `zae validate` checks
+    plan = SweepPlan(run_plan)
     check_space(plan, sampler)
     return plan
 
