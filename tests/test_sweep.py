@@ -268,6 +268,23 @@ def test_sqlite_storage_works_too(tmp_path):
     assert (folder / "runs" / "sweeps" / "search" / "best.yaml").is_file()
 
 
+def test_the_example_sweep_runs(tmp_path):
+    import shutil
+
+    root = Path(__file__).resolve().parents[1]
+    shutil.copytree(root / "examples", tmp_path / "examples", ignore=shutil.ignore_patterns("runs", "__pycache__"))
+    command = ["sweep", "examples/specs/sweep.yaml", "--trials", "2", "--jobs", "2", "--set", "run.n_epoch=1"]
+    result = zae(tmp_path, *command)
+    assert result.returncode == 0, result.stdout + result.stderr
+    shown = show(tmp_path, "sweep")
+    assert len(shown["trials"]) == 2 and shown["best"] is not None
+    assert set(shown["best"]["params"]) == {
+        "optimizer.init_args.lr",
+        "model.init_args.hidden",
+        "optimizer.init_args.momentum",
+    }
+
+
 # ------------------------------------------------------------------------------------ processes and signals
 def _slow_sweep(tmp_path: Path) -> tuple[Path, subprocess.Popen]:
     folder = make_folder(tmp_path, epochs=2, data="sweep_toy.SlowData")
