@@ -258,6 +258,14 @@ def test_a_journal_torn_by_a_crash_is_repaired_and_a_foreign_file_is_left_alone(
     assert shown.returncode == 1 and "not an Optuna journal" in shown.stderr
 
 
+def test_timeout_stops_starting_trials(tmp_path):
+    folder = make_folder(tmp_path, epochs=1)
+    result = zae(folder, "sweep", "search.yaml", "--trials", "3", "--timeout", "0")
+    assert result.returncode == 0, result.stderr
+    assert "--timeout 0 s reached: no further trials were started" in result.stdout
+    assert show(folder)["trials"] == []
+
+
 def test_sqlite_storage_works_too(tmp_path):
     folder = make_folder(tmp_path, epochs=1)
     url = f"sqlite:///{folder / 'studies.db'}"

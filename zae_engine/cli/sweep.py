@@ -105,7 +105,7 @@ def start(
     )
     if result.stopped_by:
         raise typer.Exit(result.exit_code)
-    if result.complete == 0:
+    if result.complete == 0 and result.ran > 0:
         raise ZaeError(f"no trial of study '{name}' completed; see why with: zae sweep show {name}")
 
 

@@ -36,6 +36,7 @@ from zae_engine.sweep.study import (
     LEASE_SECONDS,
     StudySettings,
     claim,
+    claim_possible,
     finish_complete,
     finish_failed,
     finish_pruned,
@@ -76,6 +77,7 @@ class SweepResult:
     best: Path | None = None
     stopped_by: str | None = None  # SIGINT / SIGTERM
     complete: int = 0
+    timed_out: bool = False  # --timeout kept trials from starting
 
     @property
     def exit_code(self) -> int:
@@ -192,7 +194,11 @@ class SweepRunner:
                 self._abandon(study, running)
                 raise
         result.stopped_by = stop.requested
-        if result.ran == 0 and not stop.requested and self._stop_sweep is None:
+        if result.timed_out:
+            self.console.print(
+                f"--timeout {self.options.timeout:g} s reached: no further trials were started", markup=False
+            )
+        elif result.ran == 0 and not stop.requested and self._stop_sweep is None:
             self.console.print(
                 f"study {self.study_name} already has its {self.total} trial(s); nothing to run "
                 "(raise --trials to run more)",
@@ -220,6 +226,8 @@ class SweepRunner:
         self._refresh(study, view, first=True)
         while True:
             timed_out = deadline is not None and time.monotonic() >= deadline
+            if timed_out and not result.timed_out and claim_possible(study, self.total):
+                result.timed_out = True  # it stopped trials from starting (not merely: the study was complete)
             if not stop.requested and not timed_out and self._stop_sweep is None:
                 while len(running) < self.options.jobs:
                     started = self._start(study, context)

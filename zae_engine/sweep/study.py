@@ -278,9 +278,14 @@ def visible(trials: list[FrozenTrial]) -> list[FrozenTrial]:
     return [t for t in trials if shown_state(t) != "surplus"]
 
 
+def claim_possible(study: optuna.Study, total: int) -> bool:
+    """Whether the study has a slot left (fewer than `total` counting trials)."""
+    return sum(counts(t) for t in study.get_trials(deepcopy=False)) < total
+
+
 def claim(study: optuna.Study, total: int) -> optuna.Trial | None:
     """A new running trial if the study has fewer than `total` counting trials, else None (see the module doc)."""
-    if sum(counts(t) for t in study.get_trials(deepcopy=False)) >= total:
+    if not claim_possible(study, total):
         return None
     trial = study.ask()
     ahead = sum(1 for t in study.get_trials(deepcopy=False) if t.number < trial.number and counts(t))
