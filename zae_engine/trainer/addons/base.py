@@ -92,8 +92,6 @@ class AddOnBase:
     #: Trainer options this add-on takes in a form of its own and sets on the trainer (flat keywords of these
     #: names go to the add-on); e.g. ("precision",) for PrecisionMixerAddon
     sets_trainer_options: ClassVar[tuple[str, ...]] = ()
-    #: zae-engine versions this add-on supports (a PEP 440 specifier such as ">=0.2,<1"); "" means any
-    supported_engine: ClassVar[str] = ""
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
