@@ -150,7 +150,7 @@ class AddOnBase:
         try:
             return cls.Config(**options)
         except ValidationError as err:
-            raise ConfigError(pydantic_message(cls.label(), err)) from None
+            raise ConfigError(pydantic_message(cls.label(), err, cls.Config.model_fields)) from None
 
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
