@@ -106,7 +106,9 @@ def test_each_addon_instance_has_its_own_options_and_both_are_honoured(tmp_path)
 def test_options_are_validated_when_the_instance_is_made_and_name_the_addon():
     with pytest.raises(ConfigError, match=r"add-on 'recorder': 'every': Input should be greater than or equal to 1"):
         Recorder(every=0)
-    with pytest.raises(ConfigError, match=r"add-on 'recorder': 'tga': Extra inputs are not permitted"):
+    with pytest.raises(
+        ConfigError, match=r"add-on 'recorder': unknown option 'tga' \(did you mean 'tag'\?\); options: tag, every"
+    ):
         Recorder(tga="x")
     assert Recorder(RecorderConfig(tag="a"), every=3).config == RecorderConfig(tag="a", every=3)
 

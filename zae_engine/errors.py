@@ -32,11 +32,16 @@ def did_you_mean(word: str, candidates: Iterable[str]) -> str:
     return f" (did you mean '{close[0]}'?)" if close else ""
 
 
-def pydantic_message(owner: str, error: object) -> str:
-    """Turn a pydantic ValidationError into one line per field, naming the owner."""
+def pydantic_message(owner: str, error: object, fields: Iterable[str] = ()) -> str:
+    """Turn a pydantic ValidationError into one line per field, naming the owner; an unknown option among
+    `fields` gets a suggestion."""
     lines = []
+    known = list(fields)
     for item in error.errors():  # type: ignore[attr-defined]
         field = ".".join(str(p) for p in item.get("loc", ())) or "(arguments)"
+        if item.get("type") == "extra_forbidden" and known:
+            lines.append(f"{owner}: unknown option '{field}'{did_you_mean(field, known)}; options: {', '.join(known)}")
+            continue
         got = item.get("input")
         shown = f" (got {got!r})" if item.get("type") != "missing" and not isinstance(got, dict) else ""
         lines.append(f"{owner}: '{field}': {item['msg']}{shown}")

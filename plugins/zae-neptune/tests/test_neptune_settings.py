@@ -31,3 +31,12 @@ def test_upstream_neptune_keys_reach_a_real_offline_run_with_one_note(workdir):
 def test_a_setting_the_client_does_not_take_is_refused_when_the_trainer_is_made():
     with pytest.raises(ConfigError, match=r"web_logger\['neptune'\] has 'projcet'.*\(did you mean 'project'\?\)"):
         make_trainer(NeptuneLoggerAddon(web_logger={"neptune": {"projcet": "team/x"}}))
+
+
+def test_settings_for_neptune_given_only_to_another_tracker_are_not_dropped_silently():
+    from zae_wandb import WandBLoggerAddon
+
+    both = {"wandb": {"mode": "offline"}, "neptune": {"mode": "offline"}}
+    with pytest.raises(ConfigError, match=r"web_logger\['neptune'\] is given to this add-on, but the add-on 'neptune'"):
+        make_trainer(WandBLoggerAddon(web_logger=both), NeptuneLoggerAddon())
+    make_trainer(WandBLoggerAddon(web_logger=both), NeptuneLoggerAddon(web_logger=both))  # the seeds' shared form

@@ -92,8 +92,6 @@ class AddOnBase:
     #: Trainer options this add-on takes in a form of its own and sets on the trainer (flat keywords of these
     #: names go to the add-on); e.g. ("precision",) for PrecisionMixerAddon
     sets_trainer_options: ClassVar[tuple[str, ...]] = ()
-    #: zae-engine versions this add-on supports (a PEP 440 specifier such as ">=0.2,<1"); "" means any
-    supported_engine: ClassVar[str] = ""
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -152,7 +150,7 @@ class AddOnBase:
         try:
             return cls.Config(**options)
         except ValidationError as err:
-            raise ConfigError(pydantic_message(cls.label(), err)) from None
+            raise ConfigError(pydantic_message(cls.label(), err, cls.Config.model_fields)) from None
 
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()

@@ -109,6 +109,19 @@ class TrackerAddonBase(AddOnBase):
                 )
             if not isinstance(settings, dict):
                 raise ConfigError(f"{self.label()}: web_logger['{key}'] must be a dict of client settings")
+        for other in self.trainer.addons.values():  # settings written for another tracker must reach it
+            theirs = getattr(other.config, "web_logger", None)
+            if (
+                other is not self
+                and isinstance(other, TrackerAddonBase)
+                and (self.config.web_logger or {}).get(other.name)
+                and not (theirs or {}).get(other.name)
+            ):
+                raise ConfigError(
+                    f"{self.label()}: web_logger['{other.name}'] is given to this add-on, but the {other.label()} reads "
+                    f"only its own web_logger, which has no '{other.name}' entry; move those settings to "
+                    f"{type(other).__name__}(web_logger={{'{other.name}': {{...}}}})"
+                )
         if self.config.upload_checkpoints and "state_manager" not in names:
             raise ConfigError(
                 f"{self.label()}: upload_checkpoints=True uploads what the state_manager add-on saves, but it is "
