@@ -40,6 +40,7 @@ from torch.utils.data import (
 from zae_engine.checkpoint.rng import capture_rng, restore_rng
 from zae_engine.checkpoint.tree import check_tree
 from zae_engine.data import EpochSampler
+from zae_engine.distributed import get_world_size, is_distributed
 from zae_engine.errors import CheckpointError, ResumeWarning
 
 if TYPE_CHECKING:
@@ -117,6 +118,13 @@ class EpochPosition:
             self._start = {"rng": capture_rng(), "generators": generator_states(loader)}
             return loader
         self._restore_trainer(trainer, pending)
+        if is_distributed() and get_world_size() > 1:
+            self._tell(
+                "ddp",
+                "resumed inside an epoch under DDP: the data order continues exactly, but the checkpoint holds rank "
+                "0's part of the epoch only, so every rank continues from rank 0's step values (the epoch's "
+                "training means) and, when it was taken inside an accumulation group, rank 0's gradients so far",
+            )
         self.drawn = int(pending["drawn"])
         self._start = pending["start"]
         self._step_at_start = int(pending.get("step_at_start", self._step_at_start))
