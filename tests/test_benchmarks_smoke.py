@@ -44,3 +44,10 @@ def test_runs_list_benchmark_runs_over_a_few_runs():
     report = run_benchmark("benchmarks.runs_list")
     assert report["runs"] == 20 and report["rounds"] == 1
     assert all(value > 0 for value in report["median_s"].values())
+
+
+def test_checkpoint_stall_benchmark_runs_a_few_steps():
+    report = run_benchmark("benchmarks.checkpoint_stall")
+    assert set(report["stall"]) == {"sync", "async"}
+    assert all(row["saves"] == 2 and row["median_write_s"] > 0 for row in report["stall"].values())
+    assert set(report["step_cost"]["ratio_to_off"]) == {"off", "sync", "async"}

@@ -27,10 +27,7 @@ class SaveSchedule:
         self._last_save = monotonic()
         self._next_check = MIN_SPACING
         self._checked_at = (0, monotonic())  # (step, time) of the last broadcast
-
-    @property
-    def active(self) -> bool:
-        return self.every_n_steps is not None or self.interval is not None
+        self.active = every_n_steps is not None or self.interval is not None
 
     def start(self, steps_done: int) -> None:
         """A run starts (or resumes) after `steps_done` optimizer steps: the clock starts now."""
