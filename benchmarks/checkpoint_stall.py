@@ -6,7 +6,7 @@
 
 Part 1, the stall: an MLP of about `--mb` MB (SGD without momentum, so a checkpoint is the size of the model)
 trains with `every_n_steps` saves. The stall of a save is the time the training thread spends in the state
-manager's `on_optimizer_step` when a save falls due: the whole write when synchronous; when asynchronous, the
+manager's hook that writes it (at the end of the batch whose step made it due): the whole write when synchronous; when asynchronous, the
 copy to host memory and the hand-over to the writer thread. The write time is the time the write itself takes
 (synchronous: the same; asynchronous: the writer thread's time from start to manifest). Reported: the median
 stall, the median write time, and their ratio (target for async: at most 10 %). Also reported: how much slower
@@ -54,15 +54,18 @@ class TimedStateManager(StateManagerAddon):
 
     def __init__(self, config=None, /, **options) -> None:
         super().__init__(config, **options)
-        self.stalls: list[float] = []  # time in on_optimizer_step at the steps a save fell due
+        self.stalls: list[float] = []  # time in on_batch_end at the batches a save fell due
         self.writes: list[float] = []  # time of each write (files, fsync, manifest), in whichever thread
         self.writing: list[bool] = []  # per step: was a background write in flight when it began
 
     def on_optimizer_step(self) -> None:
         self.writing.append(self._writer.busy)
-        due = (self.trainer.progress_checker.get_step() - 1) % self.config.every_n_steps == 0
-        started = perf_counter()
         super().on_optimizer_step()
+
+    def on_batch_end(self, result) -> None:
+        due = self._step_save_due
+        started = perf_counter()
+        super().on_batch_end(result)
         if due:
             self.stalls.append(perf_counter() - started)
 
@@ -108,7 +111,7 @@ def stall_run(mb: float, saves: int, async_save: bool, folder: Path, every: int)
     )
     trainer.run(1, DataLoader(data, batch_size=4))
     step_times = [b - a for a, b in zip(clock.ends, clock.ends[1:])]
-    due = {i for i in range(1, len(clock.ends)) if (i + 1) % every == 0}  # steps whose time holds a save
+    due = {i for i in range(1, len(clock.ends)) if i % every == 0}  # step times that hold a save
     idle = [t for i, t in enumerate(step_times, 1) if i not in due and not addon.writing[i]]
     busy = [t for i, t in enumerate(step_times, 1) if i not in due and addon.writing[i]]
     stall, write = statistics.median(addon.stalls), statistics.median(addon.writes[: len(addon.stalls)])

@@ -128,6 +128,37 @@ def test_a_step_checkpoint_resumes_exactly(tmp_path, kind, save_format):
     same_run(straight, second)
 
 
+class BatchCounter(AddOnBase):
+    """State kept in on_batch_end: a checkpoint must hold it for every batch trained on before it."""
+
+    name = "batch_counter"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.count = 0
+
+    def on_batch_end(self, result) -> None:
+        self.count += 1
+
+    def state_dict(self):
+        return {"count": self.count}
+
+    def load_state_dict(self, state) -> None:
+        self.count = state["count"]
+
+
+def test_a_step_checkpoint_holds_what_its_batch_end_hooks_did(tmp_path):
+    straight = build(0, BatchCounter())
+    straight.run(2, loader())
+    build(0, BatchCounter(), StateManagerAddon(save_path=str(tmp_path), every_n_steps=17, keep_last=5)).run(2, loader())
+    second = build(1, BatchCounter(), StateManagerAddon(save_path=str(tmp_path)))
+    second.load_state(tmp_path / "step-epoch-0001-step-000017")
+    assert second.addon("batch_counter").count == 17
+    second.run(1, loader())  # the rest of epoch 2
+    assert second.addon("batch_counter").count == straight.addon("batch_counter").count == 24
+    same_run(straight, second)
+
+
 def test_run_total_after_a_mid_epoch_resume_counts_epochs_in_all(tmp_path):
     first = build(0, StateManagerAddon(save_path=str(tmp_path), every_n_steps=15, keep_last=5))
     first.run(2, loader())

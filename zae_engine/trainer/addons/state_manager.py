@@ -3,9 +3,10 @@
 At the end of every `every_n_epochs`-th epoch it writes a checkpoint folder into `save_path` when the
 checkpoint is among the `save_top_k` best by `monitor`, or when `keep_last` asks for the latest ones; older
 folders that neither rule keeps are deleted. With `every_n_steps` / `every_n_minutes` it also saves inside
-epochs, right after an optimizer step; such a checkpoint (like the one written on SIGINT/SIGTERM, within
-`stop_budget`) holds the trainer's position in the epoch, and a resume continues at the next batch exactly.
-With `async_save` a background thread writes while training goes on (`zae_engine.checkpoint.background`).
+epochs: an optimizer step makes a save due, and it is written when that batch is done (its `on_batch_end` hooks
+included). Such a checkpoint, like the one written on SIGINT/SIGTERM (within `stop_budget`), holds the
+trainer's position in the epoch: a resume continues at the next batch, exactly. With `async_save` a background
+thread writes while training goes on (`zae_engine.checkpoint.background`).
 The trainer gains `save_state(path=None)` and `load_state(path=None)`.
 
 Under torch.distributed only rank 0 writes (weights come from `trainer.unwrapped_model`, so there is no
@@ -62,6 +63,7 @@ class StateManagerAddon(AddOnBase):
         self._writer = BackgroundWriter()
         self._staging = HostStaging()
         self._write_seconds: float | None = None  # how long the last checkpoint took to write
+        self._step_save_due = False
 
     def __getstate__(self) -> dict[str, Any]:
         state = super().__getstate__()
@@ -87,6 +89,7 @@ class StateManagerAddon(AddOnBase):
             self._pending_rng = None
         self._schedule = SaveSchedule(self.config.every_n_steps, self.config.every_n_minutes)
         self._schedule.start(self.trainer.progress_checker.get_step() - 1)
+        self._step_save_due = False
 
     def on_optimizer_step(self) -> None:
         schedule = self._schedule
@@ -94,16 +97,27 @@ class StateManagerAddon(AddOnBase):
             return
         trainer = self.trainer
         if schedule.due(trainer.progress_checker.get_step() - 1, trainer.device):
-            if is_rank_zero():
-                self._save("step", None, background=self.config.async_save)
-            schedule.saved()
+            self._step_save_due = True  # written when the batch is done (its on_batch_end hooks included)
+
+    def on_batch_end(self, result: dict[str, Any]) -> None:
+        if self._step_save_due and self.trainer.mode == "train":
+            self._save_step()
+
+    def _save_step(self) -> None:
+        self._step_save_due = False
+        if is_rank_zero():
+            self._save("step", None, background=self.config.async_save)
+        self._schedule.saved()
 
     def on_epoch_end(self, epoch: int, summary: dict[str, Any]) -> None:
         if self.trainer.mode != "train":
             return
         if epoch % self.config.every_n_epochs:
             self._unsaved = summary
+            if self._step_save_due:  # due at the epoch's last step (a group cut short): save its end instead
+                self._save_step()
             return
+        self._step_save_due = False  # the epoch's own checkpoint comes now
         value = self._monitored(summary)
         self._unsaved = None
         if is_rank_zero():
