@@ -161,7 +161,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--saves", type=int, default=4)
     parser.add_argument("--steps", type=int, default=400, help="steps per run for the step-time comparison")
     parser.add_argument("--every", type=int, default=100, help="every_n_steps for the step-time comparison")
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--quick", action="store_true", help="a tiny model and few steps: checks that it runs")
     args = parser.parse_args(argv)
     if args.quick:
@@ -202,6 +202,7 @@ def main(argv: list[str] | None = None) -> None:
         "zae_engine": zae_engine.__version__,
         "torch": torch.__version__,
         "python": platform.python_version(),
+        "load_average": os.getloadavg(),  # other programs on the machine: the numbers are only as quiet as it was
         "stall": stall,
         "step_cost": cost,
     }
