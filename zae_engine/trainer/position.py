@@ -65,6 +65,9 @@ class EpochPosition:
         self._resume_valid = False  # the loaded epoch stopped in validation: run it again from its start
         self._told: set[str] = set()
 
+    def __getstate__(self) -> dict[str, Any]:
+        return dict(self.__dict__, _loader=None)  # a trainer sent to worker processes does not drag its loader along
+
     # ------------------------------------------------------------------ checkpoints
     def state_dict(self, trainer: Trainer) -> dict[str, Any] | None:
         """The position for a checkpoint (None between epochs); a loaded one not yet continued is handed on."""
