@@ -151,9 +151,22 @@ def contenders(workdir: str) -> list[Contender]:
         Contender("raw loop", lambda model: raw_loop(model, make_optimizer(model))),
         Contender("Trainer log_bar=False", trainer_run(BenchTrainer, log_bar=False)),
         Contender("Trainer log_bar=True", trainer_run(BenchTrainer, log_bar=True)),
+        Contender("Trainer +run_log", _recording(workdir)),
     ]
     found.append(_addon_contender(workdir))
     return found
+
+
+def _recording(workdir: str) -> Callable[[nn.Module], Callable[[int, Any], None]]:
+    """The Trainer with the run record `zae run` keeps by default (log_interval 50)."""
+    from zae_engine.trainer.addons import RunLogAddon
+
+    def build(model: nn.Module) -> Callable[[int, Any], None]:
+        addon = RunLogAddon(dir=os.path.join(workdir, "runs"))
+        trainer = BenchTrainer(model, "cpu", "train", make_optimizer(model), log_bar=False, addons=[addon])
+        return trainer.run
+
+    return build
 
 
 def _addon_contender(workdir: str) -> Contender:

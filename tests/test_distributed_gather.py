@@ -2,21 +2,13 @@
 
 from __future__ import annotations
 
-import socket
-
 import pytest
 import torch
 import torch.multiprocessing as mp
 from gather_ddp_workers import SIZE, WORLD, GatheringTrainer, dataset, f1, worker
 from torch.utils.data import DataLoader
 
-from zae_engine.testing import make_model
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+from zae_engine.testing import free_port, make_model
 
 
 @pytest.fixture(scope="module")

@@ -5,21 +5,13 @@ One spawn runs every scenario (see features_ddp_workers.py); the tests below che
 
 from __future__ import annotations
 
-import socket
-
 import pytest
 import torch
 import torch.multiprocessing as mp
 from features_ddp_workers import WORLD, poisoned, rank_batches, worker
 from features_testing import merged, reference_sgd
 
-from zae_engine.testing import assert_same_weights
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+from zae_engine.testing import assert_same_weights, free_port
 
 
 @pytest.fixture(scope="module")

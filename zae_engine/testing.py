@@ -12,6 +12,7 @@
   sum) and `SeparableTrainer`, which trains it with cross-entropy and reports validation accuracy;
 - `make_trainer(*addons, **options)`: a seeded `Linear(10, 2)` with SGD on that task, quiet by default;
 - `assert_same_weights(a, b)`: modules or state dicts equal key by key (exactly, or within a tolerance);
+- `free_port()`: a loopback port for the process group of a multi-process test;
 - `TrackerContract`: the behaviour every experiment-tracker add-on owes (key scheme, steps, one tracker run per
   trainer across `run()` calls, failures that never stop training); a tracker plugin subclasses it in its tests
   and says how to build its add-on and read back what it logged.
@@ -39,6 +40,7 @@ __all__ = [
     "SeparableTrainer",
     "TrackerContract",
     "assert_same_weights",
+    "free_port",
     "make_dataset",
     "make_loader",
     "make_model",
@@ -92,6 +94,15 @@ def make_trainer(
     model = make_model(seed) if model is None else model
     options.setdefault("log_bar", False)
     return trainer_cls(model, device, "train", torch.optim.SGD(model.parameters(), lr=lr), addons=addons, **options)
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A loopback port nobody listens on right now: for `init_method=f"tcp://127.0.0.1:{free_port()}"` in tests."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind((host, 0))
+        return sock.getsockname()[1]
 
 
 def assert_same_weights(

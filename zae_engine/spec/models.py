@@ -25,7 +25,7 @@ from typing import Any, Literal, Union, get_args, get_origin
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, ValidationError, model_validator
 
 from zae_engine.errors import did_you_mean
-from zae_engine.spec.source import FieldPath, Problem, SpecError, SpecSource, apply_overrides, read_spec
+from zae_engine.spec.source import FieldPath, Problem, SpecSource, apply_overrides, read_spec
 from zae_engine.trainer.config import TrainerConfig
 
 CLASS_PATH = r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*(:[A-Za-z_]\w*(\.[A-Za-z_]\w*)*)?$"
@@ -213,19 +213,3 @@ def _model_of(annotation: Any) -> Any:
             if found is not None:
                 return found
     return None
-
-
-__all__ = [
-    "AddOnEntry",
-    "Component",
-    "DataSpec",
-    "LoaderSpec",
-    "RunOptions",
-    "RunSpec",
-    "SpecError",
-    "SpecSource",
-    "TrainerArgs",
-    "TrainerSpec",
-    "load_spec",
-    "validate_spec",
-]

@@ -27,7 +27,7 @@ import torch
 from zae_engine._version import __version__
 from zae_engine.checkpoint.background import BackgroundWriter
 from zae_engine.checkpoint.manifest import CheckpointEntry, Manifest
-from zae_engine.checkpoint.rng import capture_rng, restore_rng
+from zae_engine.checkpoint.rng import capture_rng, check_rng, gather_rng, restore_rng, rng_of_this_rank
 from zae_engine.checkpoint.staging import HostStaging
 from zae_engine.checkpoint.store import CheckpointStore, find_checkpoint, read_any, write_folder
 from zae_engine.distributed import barrier, is_rank_zero
@@ -105,8 +105,9 @@ class StateManagerAddon(AddOnBase):
 
     def _save_step(self) -> None:
         self._step_save_due = False
+        ranks = gather_rng()  # every rank is at this batch (the schedule's answer is the same on all)
         if is_rank_zero():
-            self._save("step", None, background=self.config.async_save)
+            self._save("step", None, background=self.config.async_save, ranks=ranks)
         self._schedule.saved()
 
     def on_epoch_end(self, epoch: int, summary: dict[str, Any]) -> None:
@@ -120,22 +121,27 @@ class StateManagerAddon(AddOnBase):
         self._step_save_due = False  # the epoch's own checkpoint comes now
         value = self._monitored(summary)
         self._unsaved = None
+        ranks = gather_rng()  # every rank's random streams, so a resume continues each rank's own
         if is_rank_zero():
             if self.config.keep_last == 0:
                 self._settle()  # ranking reads the manifest: not while the thread writes it
             if self.config.keep_last > 0 or self._enters_top_k(value):
-                if self._save("epoch", value, background=self.config.async_save) is _SKIPPED:
+                if self._save("epoch", value, background=self.config.async_save, ranks=ranks) is _SKIPPED:
                     self._unsaved = summary  # saved at the end of the run instead
         self._schedule.saved()
         barrier()  # every rank reaches this after the same epoch; none runs ahead of rank 0's write
 
     def on_run_end(self, error: BaseException | None) -> None:
         try:
-            if self.trainer.mode != "train" or not is_rank_zero():
+            if self.trainer.mode != "train":
                 return
             if isinstance(error, TrainingInterrupted):
                 if self.config.save_on_interrupt:
-                    self._stop_save(error.signal_name)
+                    ranks = gather_rng()  # every rank stopped after the same step: all of them take part
+                    if is_rank_zero():
+                        self._stop_save(error.signal_name, ranks)
+                return
+            if not is_rank_zero():
                 return
             self._settle(raise_failure=error is None)
             if error is None and self._unsaved is not None and self.config.keep_last > 0:
@@ -146,7 +152,8 @@ class StateManagerAddon(AddOnBase):
                 self._settle(raise_failure=False)  # the lock goes only when nothing is being written any more
             finally:
                 self._staging.release()
-                self.store.release()
+                if is_rank_zero():
+                    self.store.release()
 
     def state_dict(self) -> dict[str, Any]:
         # only where the files are, so a launcher handing rank 0's state back also hands these back
@@ -157,10 +164,11 @@ class StateManagerAddon(AddOnBase):
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self._pending_rng = None  # a state handed back after a run replaces one loaded before it
+        root = self.store.root.resolve()
         for key in ("last_checkpoint", "best_checkpoint"):
             value = state.get(key)
-            if isinstance(value, str):
-                setattr(self, key, Path(value))
+            if isinstance(value, str) and Path(value).resolve().parent == root:
+                setattr(self, key, Path(value))  # a path outside save_path from a file is never taken
 
     # ------------------------------------------------------------------ lent to the trainer
     def save_state(self, path: str | Path | None = None) -> Path | None:
@@ -199,27 +207,23 @@ class StateManagerAddon(AddOnBase):
         state, meta = read_any(target)
         source = repr(str(target))
         trainer = self.trainer
-        try:
-            differences = trainer.load_state_dict(state, source)
-        except CheckpointError:
-            raise
-        except (KeyError, ValueError, TypeError, RuntimeError, IndexError) as exc:
-            raise CheckpointError(
-                f"{source} does not fit this trainer ({type(exc).__name__}: {str(exc).strip()[:300]}); "
-                "load it into the same model, optimizer and scheduler it was saved from"
-            ) from None
-        rng = state.get("rng")
+        rng, rng_note = rng_of_this_rank(state)
+        if rng is not None:
+            check_rng(rng, source)  # before anything changes: a failed load changes nothing
+        history = _checked_history(state.get("history"), source)
+        differences = trainer.load_state_dict(state, source)  # validates all it can, then applies
         if rng is not None:
             restore_rng(rng, source)
             self._pending_rng = rng
+        if rng_note is not None:
+            warnings.warn(f"{self.label()}: {rng_note}", AddOnWarning, stacklevel=2)
         if differences and is_rank_zero():
             trainer._display_note(
                 f"resumed from {source} at epoch {trainer.progress_checker.get_epoch() - 1}; "
                 f"these settings differ from the checkpoint's, yours apply: {'; '.join(differences)}"
             )
-        history = state.get("history")
-        if isinstance(history, list):
-            trainer.history = [dict(h) for h in history if isinstance(h, dict)]
+        if history is not None:
+            trainer.history = history
         self._saved_at = trainer.progress_checker.state_dict()
         self.last_checkpoint = target
         if target.is_dir() and target.parent.resolve() == self.store.root.resolve():
@@ -231,7 +235,9 @@ class StateManagerAddon(AddOnBase):
         return target
 
     # ------------------------------------------------------------------ saving
-    def _save(self, kind: str, value: float | None, background: bool = False) -> Path | None:
+    def _save(
+        self, kind: str, value: float | None, background: bool = False, ranks: list[dict[str, Any]] | None = None
+    ) -> Path | None:
         """Write a checkpoint now, or (background) hand a host copy of it to the writer thread.
 
         Returns its folder when written here, None when handed over, `_SKIPPED` when a write was still in flight
@@ -255,7 +261,7 @@ class StateManagerAddon(AddOnBase):
             mode=self.config.monitor_mode,
             value=value,
         )
-        state, meta, monitor = self._gather_state(), self._meta(kind, value), self._monitor
+        state, meta, monitor = self._gather_state(ranks), self._meta(kind, value), self._monitor
         if not background:
             started = monotonic()
             path = self._write(state, entry, meta, monitor, progress)
@@ -297,7 +303,7 @@ class StateManagerAddon(AddOnBase):
                     f"{self.label()}: a background checkpoint write failed: {exc}", AddOnWarning, stacklevel=2
                 )
 
-    def _stop_save(self, signal_name: str) -> None:
+    def _stop_save(self, signal_name: str, ranks: list[dict[str, Any]] | None) -> None:
         """SIGINT/SIGTERM: let the write in flight finish, then save this step too if it fits in `stop_budget`."""
         started, budget, trainer = monotonic(), self.config.stop_budget, self.trainer
         writer = self._writer
@@ -318,18 +324,20 @@ class StateManagerAddon(AddOnBase):
                 f"{max(left, 0):.1f} s of the {budget:g} s stop budget are left; the latest checkpoint is {latest}"
             )
             return
-        path = self._save("interrupted", None)
+        path = self._save("interrupted", None, ranks=ranks)
         took = monotonic() - started
         of_budget = "" if budget is None else f" of the {budget:g} s stop budget"
         trainer._display_note(
             f"{signal_name}: saved {path.name} in {self._write_seconds:.1f} s ({took:.1f} s{of_budget} with waiting)"
         )
 
-    def _gather_state(self) -> dict[str, Any]:
+    def _gather_state(self, ranks: list[dict[str, Any]] | None = None) -> dict[str, Any]:
         trainer = self.trainer
         state = trainer.state_dict()
         state["model"] = dict(state["model"])
         state["rng"] = capture_rng()
+        if ranks is not None:
+            state["rng_by_rank"] = ranks
         state["history"] = [_json_scalars(summary) for summary in trainer.history]
         return state
 
@@ -426,6 +434,24 @@ class StateManagerAddon(AddOnBase):
 
 
 _SKIPPED = Path("<skipped: a checkpoint was still being written>")
+
+
+def _json_scalars(summary: dict[str, Any]) -> dict[str, Any]:
+    out = {}
+    for key, value in summary.items():
+        if isinstance(value, torch.Tensor) and value.numel() == 1:
+            value = value.item()
+        if isinstance(value, (str, int, float, bool)) or value is None:
+            out[str(key)] = value
+    return out
+
+
+def _checked_history(history: Any, source: str) -> list[dict[str, Any]] | None:
+    if history is None:
+        return None
+    if not isinstance(history, list) or not all(isinstance(h, dict) for h in history):
+        raise CheckpointError(f"{source}: 'history' must be a list of epoch summaries; the checkpoint is damaged")
+    return [dict(h) for h in history]
 
 
 def _json_scalars(summary: dict[str, Any]) -> dict[str, Any]:
