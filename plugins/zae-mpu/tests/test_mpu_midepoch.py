@@ -60,3 +60,12 @@ def test_a_ddp_run_resumed_from_a_step_checkpoint_ends_with_the_straight_runs_we
     resumed.run(3, shuffled, total=True)  # the rest of epoch 2 (the sharded order replayed), then epoch 3
     assert [h["epoch"] for h in resumed.history] == [1, 2, 3]
     assert_same_weights(resumed.model, straight.model)
+
+
+def test_a_stateful_loader_is_sharded_like_a_dataloader_and_keeps_its_shuffle():
+    stateful = pytest.importorskip("torchdata.stateful_dataloader")
+    from zae_mpu.sharding import shard_loader
+
+    loader = stateful.StatefulDataLoader(make_dataset(64), batch_size=8, shuffle=True)  # what zae run builds
+    sharded, sampler = shard_loader(loader, 1, 2, seed=3, what="training loader")
+    assert sampler.shuffle and sampler.rank == 1 and len(sharded) == 4
