@@ -124,9 +124,9 @@ class EpochPosition:
         if is_distributed() and get_world_size() > 1:
             self._tell(
                 "ddp",
-                "resumed inside an epoch under DDP: the data order continues exactly, but the checkpoint holds rank "
-                "0's part of the epoch only, so every rank continues from rank 0's step values (the epoch's "
-                "training means) and, when it was taken inside an accumulation group, rank 0's gradients so far",
+                "resumed inside an epoch under DDP: weights, random streams and data order continue exactly, but the "
+                "checkpoint holds rank 0's step values of this epoch only, so every rank's training means for this "
+                "epoch count rank 0's values for the steps before the checkpoint",
             )
         self.drawn = int(pending["drawn"])
         self._start = pending["start"]
@@ -143,7 +143,7 @@ class EpochPosition:
         if self.epoch is None:
             return
         self.phase = "valid"
-        if getattr(self, "_resume_valid", False):
+        if self._resume_valid:
             self._resume_valid = False
             now = self._valid_start
             if now is not None:
