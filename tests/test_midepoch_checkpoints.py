@@ -381,3 +381,23 @@ def test_epoch_sampler_starts_one_pass_part_way():
     sampler.start_next_pass_at(4)
     assert list(sampler) == full[4:]
     assert list(sampler) == full  # only the next pass
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "said"),
+    [
+        ("drawn", -1, "'drawn' must be a whole number >= 0"),
+        ("phase", "halfway", "'phase' must be 'train' or 'valid'"),
+        ("grads", {"w": "not a tensor"}, "'grads' must map parameter names to tensors"),
+        ("log", {"count": 3, "scalars": {"loss": torch.zeros(2)}, "others": {}, "order": ["loss"]}, "one value per"),
+    ],
+)
+def test_a_damaged_position_is_refused_before_anything_is_loaded(tmp_path, key, value, said):
+    build(0, StateManagerAddon(save_path=str(tmp_path), every_n_steps=5, keep_last=5)).run(1, loader())
+    state, _ = read_checkpoint(tmp_path / "step-epoch-0000-step-000005")
+    state["position"][key] = value
+    fresh = build(1)
+    before = {k: v.clone() for k, v in fresh.model.state_dict().items()}
+    with pytest.raises(CheckpointError, match=f"position inside the epoch is damaged.*{said}"):
+        fresh.load_state_dict(state, "the test's state")
+    assert_same_weights(fresh.model, before)  # nothing was applied

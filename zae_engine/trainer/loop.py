@@ -53,7 +53,7 @@ from zae_engine.trainer.config import TRAINER_FIELDS, TrainerConfig
 from zae_engine.trainer.devices import DeviceLike, parse_devices
 from zae_engine.trainer.display import REFRESH_SECONDS, BarDisplay, LineDisplay, NullDisplay
 from zae_engine.trainer.logbook import EpochLog, StepLog
-from zae_engine.trainer.position import EpochPosition
+from zae_engine.trainer.position import EpochPosition, check_position
 from zae_engine.trainer.progress import ProgressChecker
 from zae_engine.trainer.resume import merge_optimizer, merge_scheduler
 from zae_engine.trainer.state_fit import check_fits
@@ -736,6 +736,7 @@ class Trainer(ABC, metaclass=compose.TrainerMeta):
         ("scheduler total_iters 5 -> 10", ...), so a resume can say what it changed.
         """
         check_fits(self, state, source)
+        check_position(state.get("position"), source)
         self._load_addon_states(state.get("addons") or {}, source)
         differences: list[str] = []
         if state.get("model") is not None:

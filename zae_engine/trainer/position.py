@@ -234,6 +234,53 @@ class EpochPosition:
             warnings.warn(message, ResumeWarning, stacklevel=4)
 
 
+# ---------------------------------------------------------------------- checking a loaded position
+def check_position(state: Any, source: str) -> None:
+    """Refuse a checkpoint's position that is not one `state_dict` wrote, before anything is loaded from it."""
+    if state is None:
+        return
+
+    def bad(what: str) -> CheckpointError:
+        return CheckpointError(f"{source}: its position inside the epoch is damaged ({what}); load another checkpoint")
+
+    if not isinstance(state, dict):
+        raise bad("not a mapping")
+    ints = {"epoch": 1, "drawn": 0, "step_at_start": 1, "micro": 0, "group": 1}
+    for key, least in ints.items():
+        if type(state.get(key)) is not int or state[key] < least:
+            raise bad(f"{key!r} must be a whole number >= {least}")
+    if state.get("phase") not in ("train", "valid"):
+        raise bad("'phase' must be 'train' or 'valid'")
+    if state.get("remaining") is not None and type(state["remaining"]) is not int:
+        raise bad("'remaining' must be a whole number or null")
+    grads = state.get("grads")
+    if grads is not None and not (isinstance(grads, dict) and all(isinstance(g, torch.Tensor) for g in grads.values())):
+        raise bad("'grads' must map parameter names to tensors")
+    log = state.get("log")
+    if not isinstance(log, dict) or type(log.get("count")) is not int or log["count"] < 0:
+        raise bad("'log' must hold a step count")
+    scalars, others, order = log.get("scalars"), log.get("others"), log.get("order")
+    if not isinstance(scalars, dict) or not isinstance(others, dict) or not isinstance(order, list):
+        raise bad("'log' must hold 'scalars', 'others' and 'order'")
+    if not all(isinstance(v, torch.Tensor) and v.dim() == 1 and len(v) == log["count"] for v in scalars.values()):
+        raise bad("each scalar column of 'log' must be a 1-D tensor of one value per step")
+    if not all(isinstance(v, list) for v in others.values()) or not all(isinstance(k, str) for k in order):
+        raise bad("'log' columns must be lists, named by strings")
+    for key in ("start", "valid_start"):
+        part = state.get(key)
+        if part is None and key == "valid_start":
+            continue
+        if not isinstance(part, dict) or not isinstance(part.get("rng"), dict):
+            raise bad(f"{key!r} must hold the random streams")
+        if not all(isinstance(g, torch.Tensor) for g in part.get("generators") or []):
+            raise bad(f"{key!r} generators must be tensors")
+    if not all(isinstance(g, torch.Tensor) for g in state.get("generators") or []):
+        raise bad("'generators' must be tensors")
+    for key in ("added", "loader"):
+        if state.get(key) is not None and not isinstance(state[key], dict):
+            raise bad(f"{key!r} must be a mapping or null")
+
+
 # ---------------------------------------------------------------------- loaders
 def _is_stateful(loader: Any) -> bool:
     """A DataLoader that saves its own position (torchdata's StatefulDataLoader, or one like it)."""
