@@ -401,3 +401,17 @@ def test_a_damaged_position_is_refused_before_anything_is_loaded(tmp_path, key, 
     with pytest.raises(CheckpointError, match=f"position inside the epoch is damaged.*{said}"):
         fresh.load_state_dict(state, "the test's state")
     assert_same_weights(fresh.model, before)  # nothing was applied
+
+
+def test_sigterm_waits_for_the_async_write_in_flight_then_saves_its_step(tmp_path, capsys):
+    addon = StateManagerAddon(save_path=str(tmp_path), every_n_steps=2, async_save=True, keep_last=10)
+    with pytest.raises(TrainingInterrupted):
+        build(0, addon, SignalAt(5)).run(1, loader())  # step 4's write may still be in flight at the stop
+    assert names(tmp_path) == [
+        "step-epoch-0000-step-000002",
+        "step-epoch-0000-step-000004",
+        "interrupted-epoch-0000-step-000005",
+    ]
+    assert not list(tmp_path.glob(".tmp-*"))
+    assert "SIGTERM: saved interrupted-epoch-0000-step-000005 in" in output(capsys)
+    assert addon.last_checkpoint == tmp_path / "interrupted-epoch-0000-step-000005"
