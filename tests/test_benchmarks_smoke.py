@@ -51,3 +51,10 @@ def test_sweep_overhead_benchmark_runs_two_trials():
     assert report["trials"] == 2 and len(report["sweep"]["training_s"]) == 2
     assert report["sweep"]["fixed_per_trial_s"] > 0 and report["zae_run"]["fixed_per_run_s"] > 0
     assert report["ratio_fixed_per_trial"] > 0
+
+
+def test_checkpoint_stall_benchmark_runs_a_few_steps():
+    report = run_benchmark("benchmarks.checkpoint_stall")
+    assert set(report["stall"]) == {"sync", "async"}
+    assert all(row["saves"] == 2 and row["median_write_s"] > 0 for row in report["stall"].values())
+    assert set(report["step_cost"]["ratio_to_off"]) == {"off", "sync", "async"}

@@ -6,6 +6,9 @@ depends on everything drawn before, which a checkpoint does not capture when the
 seeds the worker processes) from (seed, e) too; the Trainer calls `set_epoch` on a loader's sampler before every
 pass, as for torch's DistributedSampler. So epoch 3 sees the same batches, in the same order, with the same
 worker seeds, whether the run went straight through or was stopped and resumed.
+
+Because it knows its order, it can also start a pass part-way (`start_next_pass_at`): a run resumed inside an
+epoch skips the batches it already trained on without loading them.
 """
 
 from __future__ import annotations
@@ -27,17 +30,23 @@ class EpochSampler(Sampler[int]):
         self.seed = seed
         self.generator = generator  # the DataLoader's: it seeds the loader's worker processes
         self.epoch = 1
+        self._skip = 0  # samples the next pass leaves out at its start (a resume inside an epoch)
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
         if self.generator is not None:
             self.generator.manual_seed(derive(self.seed, epoch, 1))
 
+    def start_next_pass_at(self, sample: int) -> None:
+        """Make the next pass (only that one) begin at its `sample`-th index, as if those before were drawn."""
+        self._skip = max(0, int(sample))
+
     def __iter__(self) -> Iterator[int]:
+        skip, self._skip = self._skip, 0
         if not self.shuffle:
-            return iter(range(self.size))
+            return iter(range(min(skip, self.size), self.size))
         order = torch.randperm(self.size, generator=torch.Generator().manual_seed(derive(self.seed, self.epoch, 0)))
-        return iter(order.tolist())
+        return iter(order[skip:].tolist())
 
     def __len__(self) -> int:
         return self.size

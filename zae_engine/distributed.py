@@ -92,6 +92,15 @@ def every_rank(flag: bool, device: torch.device) -> bool:
     return _agree(flag, device, dist.ReduceOp.MIN)
 
 
+def broadcast_ints(values: list[int], device: torch.device) -> list[int]:
+    """Rank 0's `values` on every rank, with one broadcast; the values themselves in a single process."""
+    if not is_distributed():
+        return list(values)
+    packed = torch.tensor(values, dtype=torch.int64, device=_collective_device(device))
+    dist.broadcast(packed, src=0)
+    return [int(v) for v in packed.tolist()]
+
+
 def all_gather_rows(tensor: torch.Tensor, device: torch.device) -> list[torch.Tensor]:
     """Every rank's `tensor` (rows may differ in number between ranks), in rank order; [tensor] in one process."""
     if not is_distributed():

@@ -52,6 +52,10 @@ class AddOnWarning(UserWarning):
     """An add-on failed where failing must not stop anything else (e.g. one of several teardowns)."""
 
 
+class ResumeWarning(UserWarning):
+    """A run resumed inside an epoch where the trainer cannot prove the data order repeats (said once per cause)."""
+
+
 class StepResultError(ZaeError, TypeError):
     """`train_step`/`test_step` returned something the loop cannot use."""
 

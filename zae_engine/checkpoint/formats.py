@@ -240,6 +240,7 @@ _PART_TYPES = {
     "addons": dict,
     "rng": dict,
     "history": list,
+    "position": dict,
 }
 
 

@@ -24,7 +24,7 @@ from zae_engine.errors import CheckpointError
 MANIFEST_NAME = "manifest.json"
 MANIFEST_FORMAT = "zae-engine checkpoint manifest"
 
-Kind = Literal["epoch", "interrupted", "manual"]
+Kind = Literal["epoch", "step", "interrupted", "manual"]
 
 
 _SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_+=-]*(\.[A-Za-z0-9_+=-]+)*")
@@ -43,7 +43,10 @@ class CheckpointEntry(BaseModel):
     model_config = ConfigDict(extra="ignore", validate_assignment=True)
 
     name: str = Field(description="folder name inside the save_path")
-    kind: Kind = Field(description="'epoch' (end of an epoch), 'interrupted' (SIGINT/SIGTERM) or 'manual' (save_state)")
+    kind: Kind = Field(
+        description="'epoch' (end of an epoch), 'step' (inside an epoch: every_n_steps/every_n_minutes), "
+        "'interrupted' (SIGINT/SIGTERM) or 'manual' (save_state)"
+    )
     epoch: int = Field(description="epochs completed when it was saved")
     step: int = Field(description="optimizer steps completed when it was saved")
     save_format: Literal["ckpt", "safetensors"]

@@ -212,6 +212,12 @@ def check_spec(spec: RunSpec, source: SpecSource) -> RunPlan:
             raise source.fail(("scheduler",), "a scheduler needs an optimizer; add an optimizer section")
         components.append((("scheduler",), spec.scheduler, 1))
     for name, loader in _loaders(spec):
+        if loader.stateful and stateful_loader_class() is None:
+            raise source.fail(
+                ("data", name, "stateful"),
+                "stateful: true needs torchdata, which is not installed: pip install 'zae-engine[torchdata]' "
+                "(or set stateful: false for a plain DataLoader)",
+            )
         components.append((("data", name, "dataset"), loader.dataset, 0))
         if loader.collate_fn:
             plan.classes[("data", name, "collate_fn")] = resolve(
@@ -327,8 +333,24 @@ def _build(plan: RunPlan, path: FieldPath, component: Component, *injected: Any)
         ) from exc
 
 
+def stateful_loader_class() -> type | None:
+    """torchdata's StatefulDataLoader when torchdata is installed (the `torchdata` extra), else None."""
+    try:
+        from torchdata.stateful_dataloader import StatefulDataLoader
+    except ImportError:
+        return None
+    return StatefulDataLoader
+
+
 def _loader(plan: RunPlan, name: str, spec: LoaderSpec) -> Any:
-    """A DataLoader whose order (and worker seeds) per epoch follow from run.seed: a resumed run sees the same data."""
+    """A loader whose order (and worker seeds) per epoch follow from run.seed: a resumed run sees the same data.
+
+    torchdata's StatefulDataLoader when installed (unless `stateful: false`): a checkpoint taken inside an epoch
+    then holds its sampler and worker positions. Either way an EpochSampler orders each epoch, so the epoch after
+    a resume is shuffled exactly as in a straight run (the loader's own shuffling would not be, with 0 workers).
+    """
+    import warnings
+
     import torch
     from torch.utils.data import DataLoader, IterableDataset
 
@@ -346,12 +368,16 @@ def _loader(plan: RunPlan, name: str, spec: LoaderSpec) -> Any:
             sampler = EpochSampler(len(dataset), spec.shuffle, seed, generator)
         except TypeError:
             raise plan.source.fail(("data", name, "dataset"), "the dataset has no len(); give it __len__") from None
+    options.pop("stateful")
+    loader_class = (stateful_loader_class() if spec.stateful is not False else None) or DataLoader
     try:
-        return DataLoader(
-            dataset, **options, sampler=sampler, collate_fn=collate, generator=generator, worker_init_fn=seed_worker
-        )
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*set_vital.*")  # torchdata 0.11 on torch >= 2.9: harmless
+            return loader_class(
+                dataset, **options, sampler=sampler, collate_fn=collate, generator=generator, worker_init_fn=seed_worker
+            )
     except (TypeError, ValueError) as exc:
-        raise plan.source.fail(("data", name), f"DataLoader: {exc}") from None
+        raise plan.source.fail(("data", name), f"{loader_class.__name__}: {exc}") from None
 
 
 def _put(data: Any, path: FieldPath, value: Any) -> None:

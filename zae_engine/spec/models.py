@@ -74,6 +74,11 @@ class LoaderSpec(_Strict):
     drop_last: StrictBool = False
     pin_memory: StrictBool = False
     collate_fn: str | None = Field(None, pattern=CLASS_PATH, description="class path of a collate function")
+    stateful: StrictBool | None = Field(
+        None,
+        description="build torchdata's StatefulDataLoader (its position, workers' included, goes into mid-epoch "
+        "checkpoints): null (default) when torchdata is installed, true to require it, false for a plain DataLoader",
+    )
 
 
 class DataSpec(_Strict):

@@ -128,6 +128,32 @@ class StepLog:
         """Step values as plain Python lists."""
         return {key: self.values_of(key) for key in self._columns}
 
+    def state_dict(self) -> dict[str, Any]:
+        """The steps recorded so far, for a checkpoint taken inside an epoch: scalar keys as float32 tensors (the
+        values the epoch means are made of, bit for bit), other keys as their lists (tensors and JSON values)."""
+        self._flush()
+        n = self.count
+        return {
+            "count": n,
+            "scalars": {key: self._buffers[key][:n].to("cpu", copy=True) for key in self.scalar_keys()},
+            "others": {key: list(items) for key, items in self._columns.items() if key not in self._scalar},
+            "order": list(self._columns),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Continue an epoch from `state_dict()`: the next step appends after the restored ones."""
+        self.reset()
+        n = int(state["count"])
+        scalars, others = state["scalars"], state["others"]
+        self.count = self._flushed = n
+        for key in state["order"]:
+            if key in scalars:
+                self._scalar.add(key)
+                self._columns[key] = []
+                self._buffer(key)[:n] = scalars[key].to(self.device, torch.float32)
+            elif key in others:
+                self._columns[key] = list(others[key])
+
 
 class EpochLog(MutableMapping):
     """`Trainer.log_train` / `log_test`: this epoch's per-step results, key -> list, that the user may add to.

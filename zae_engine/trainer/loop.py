@@ -53,6 +53,7 @@ from zae_engine.trainer.config import TRAINER_FIELDS, TrainerConfig
 from zae_engine.trainer.devices import DeviceLike, parse_devices
 from zae_engine.trainer.display import REFRESH_SECONDS, BarDisplay, LineDisplay, NullDisplay
 from zae_engine.trainer.logbook import EpochLog, StepLog
+from zae_engine.trainer.position import EpochPosition, check_position
 from zae_engine.trainer.progress import ProgressChecker
 from zae_engine.trainer.resume import merge_optimizer, merge_scheduler
 from zae_engine.trainer.state_fit import check_fits
@@ -121,6 +122,7 @@ class Trainer(ABC, metaclass=compose.TrainerMeta):
         self._group = 1
         self._remaining: int | None = None
         self._epoch_loader: Iterable | None = None  # what `gather` reads the sampler of
+        self._position = EpochPosition()  # where a training epoch stands, for checkpoints taken inside it
 
         attachment = compose.attach(self, [*flat, *addons])
         self.addons = attachment.addons
@@ -347,6 +349,7 @@ class Trainer(ABC, metaclass=compose.TrainerMeta):
 
     def _validate(self, valid_loader: Iterable) -> dict[str, float]:
         """The validation pass of a training epoch, in test mode; train mode comes back whatever happens."""
+        self._position.enter_validation(valid_loader)
         self.toggle("test")
         try:
             _call(self._hooks.on_validation_start)
@@ -369,17 +372,22 @@ class Trainer(ABC, metaclass=compose.TrainerMeta):
         self._epoch_loader = loader
         set_loader_epoch(loader, epoch)  # samplers whose order is a function of the epoch (exact on resume)
         display.epoch_start(epoch, self.mode, total)
+        batches = loader
         if train:  # accumulation groups shrink near the end of a sized epoch; without accumulation nothing to track
             self._remaining = total if self.config.grad_accum_steps > 1 else None
             self._micro = 0
             self._start_group()
+            batches = self._position.begin(self, loader, epoch)  # after a mid-epoch resume: at the next batch
         if type(self).run_batch is not Trainer.run_batch:
             step = self.run_batch  # a subclass (or an upstream-style add-on) hooks in there
         else:
             step = self._train_batch if train else self._eval_batch
         ticking = isinstance(display, BarDisplay) or self.config.nan_policy == "raise"
         next_tick = perf_counter() + REFRESH_SECONDS
-        for batch in loader:
+        position = self._position
+        for batch in batches:
+            if train:
+                position.drawn += 1
             step(batch)
             if self._interrupt is not None:
                 break
@@ -501,6 +509,8 @@ class Trainer(ABC, metaclass=compose.TrainerMeta):
         self._start_group()
 
     def _end_epoch(self, epoch: int, summary: dict[str, Any]) -> None:
+        if self.mode == "train":
+            self._position.end()
         if self.optimizer is not None:
             for i, group in enumerate(self.optimizer.param_groups):
                 summary[f"lr/group{i}"] = float(group["lr"])  # the rate this epoch ran with
@@ -591,7 +601,9 @@ class Trainer(ABC, metaclass=compose.TrainerMeta):
             batches = _length(loader)
             if batches is None:
                 return
-            need = n_epoch * math.ceil(batches / accum)
+            need = n_epoch * math.ceil(batches / accum) - self._position.steps_done_pending(
+                self.progress_checker.get_step()
+            )
             how = f"{n_epoch} epochs x {math.ceil(batches / accum)} optimizer steps, stepped per batch"
         else:
             need, how = n_epoch, f"{n_epoch} epochs, stepped per epoch"
@@ -713,6 +725,7 @@ class Trainer(ABC, metaclass=compose.TrainerMeta):
             "progress": self.progress_checker.state_dict(),
             "best": dict(self.best),
             "addons": {name: addon.state_dict() for name, addon in self.addons.items()},
+            "position": self._position.state_dict(self),
         }
 
     def load_state_dict(self, state: dict[str, Any], source: str = "the checkpoint") -> list[str]:
@@ -723,6 +736,7 @@ class Trainer(ABC, metaclass=compose.TrainerMeta):
         ("scheduler total_iters 5 -> 10", ...), so a resume can say what it changed.
         """
         check_fits(self, state, source)
+        check_position(state.get("position"), source)
         self._load_addon_states(state.get("addons") or {}, source)
         differences: list[str] = []
         if state.get("model") is not None:
@@ -742,6 +756,7 @@ class Trainer(ABC, metaclass=compose.TrainerMeta):
             self._scaler.load_state_dict(state["scaler"])
         if state.get("progress") is not None:
             self.progress_checker.load_state_dict(state["progress"])
+        self._position.load_state_dict(state.get("position"))
         best = state.get("best") or {}
         self.best.update({k: best[k] for k in ("metric", "value", "epoch") if k in best})
         return differences

@@ -9,10 +9,13 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from torch.utils.data import BatchSampler, DataLoader, DistributedSampler, IterableDataset, RandomSampler
+from torch.utils.data import DataLoader, DistributedSampler, IterableDataset
 
 from zae_engine.errors import ConfigError
 
+# torch's own, and torchdata's stateful twins (a StatefulDataLoader, as zae run builds by default, is sharded too)
+_PLAIN_BATCHING = {"torch.utils.data.sampler.BatchSampler", "torchdata.stateful_dataloader.sampler.BatchSampler"}
+_SHUFFLING = {"torch.utils.data.sampler.RandomSampler", "torchdata.stateful_dataloader.sampler.RandomSampler"}
 # DataLoader options copied as they are; the sampler options are rebuilt.
 _KEPT = ("num_workers", "collate_fn", "pin_memory", "timeout", "worker_init_fn", "multiprocessing_context", "generator")
 _KEPT_WITH_WORKERS = ("prefetch_factor", "persistent_workers")
@@ -38,12 +41,12 @@ def shard_loader(
             f"MultiGPUAddon: the {what} reads an IterableDataset, which a DistributedSampler cannot split. "
             "Make the dataset yield only this rank's items (zae_engine.distributed.get_rank()) and set shard_data=False"
         )
-    if loader.batch_size is None or type(loader.batch_sampler) is not BatchSampler:
+    if loader.batch_size is None or _kind(loader.batch_sampler) not in _PLAIN_BATCHING:
         raise ConfigError(
             f"MultiGPUAddon: the {what} uses a custom batch_sampler ({type(loader.batch_sampler).__name__}), which "
             "cannot be split automatically. Make it rank-aware yourself and set shard_data=False"
         )
-    shuffle = isinstance(loader.sampler, RandomSampler) or getattr(loader.sampler, "shuffle", False) is True
+    shuffle = _kind(loader.sampler) in _SHUFFLING or getattr(loader.sampler, "shuffle", False) is True
     sampler = DistributedSampler(loader.dataset, num_replicas=world_size, rank=rank, shuffle=shuffle, seed=seed)
     options = {name: getattr(loader, name) for name in _KEPT}
     if loader.num_workers > 0:
@@ -53,3 +56,7 @@ def shard_loader(
         loader.dataset, batch_size=loader.batch_size, sampler=sampler, drop_last=loader.drop_last, **options
     )
     return sharded, sampler
+
+
+def _kind(obj: object) -> str:
+    return f"{type(obj).__module__}.{type(obj).__qualname__}"

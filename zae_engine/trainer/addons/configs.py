@@ -35,7 +35,7 @@ class _Monitored(AddOnConfig):
 
 
 class StateManagerConfig(_Monitored):
-    """Atomic, pickle-free checkpoints (best k + latest), save on SIGINT/SIGTERM, exact resume."""
+    """Atomic, pickle-free checkpoints (best k + latest, also mid-epoch, optionally async), exact resume."""
 
     save_path: str = Field(
         "./checkpoints",
@@ -51,8 +51,37 @@ class StateManagerConfig(_Monitored):
         1, ge=0, description="Also keep the k most recent checkpoints, whatever their score, so a run can resume."
     )
     every_n_epochs: int = Field(1, ge=1, description="Consider saving at the end of every n-th epoch.")
+    every_n_steps: int | None = Field(
+        None,
+        ge=1,
+        description="Also save inside epochs, after every n-th optimizer step (counted over the run); a resume "
+        "continues at the next batch. None: only at epoch ends.",
+    )
+    every_n_minutes: float | None = Field(
+        None,
+        gt=0,
+        description="Also save inside epochs when this many minutes passed since the last save (rank 0's clock "
+        "decides for all ranks). None: no time-based saves.",
+    )
+    async_save: bool = Field(
+        False,
+        description="Write checkpoints in a background thread: training stops only while the state is copied to "
+        "host memory. The interrupt save and save_state() stay synchronous.",
+    )
+    async_when_busy: Literal["wait", "skip"] = Field(
+        "wait",
+        description="With async_save, a save that falls due while the previous one is still being written: "
+        "'wait' for it, or 'skip' this one.",
+    )
     save_on_interrupt: bool = Field(
         True, description="On SIGINT/SIGTERM during run(), save a checkpoint after the current step, then stop."
+    )
+    stop_budget: float | None = Field(
+        None,
+        gt=0,
+        description="Seconds the SIGINT/SIGTERM save may take, counted from the end of the current step (set it "
+        "below the scheduler's grace period): a save that would not fit, judged by the last one, is skipped. "
+        "None: no limit.",
     )
     resume: bool = Field(
         False, description="When run() starts, load the latest checkpoint in save_path if there is one."

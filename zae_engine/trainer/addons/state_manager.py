@@ -2,8 +2,12 @@
 
 At the end of every `every_n_epochs`-th epoch it writes a checkpoint folder into `save_path` when the
 checkpoint is among the `save_top_k` best by `monitor`, or when `keep_last` asks for the latest ones; older
-folders that neither rule keeps are deleted. On SIGINT/SIGTERM during `run()` it saves once more before the
-run stops. The trainer gains `save_state(path=None)` and `load_state(path=None)`.
+folders that neither rule keeps are deleted. With `every_n_steps` / `every_n_minutes` it also saves inside
+epochs: an optimizer step makes a save due, and it is written when that batch is done (its `on_batch_end` hooks
+included). Such a checkpoint, like the one written on SIGINT/SIGTERM (within `stop_budget`), holds the
+trainer's position in the epoch: a resume continues at the next batch, exactly. With `async_save` a background
+thread writes while training goes on (`zae_engine.checkpoint.background`).
+The trainer gains `save_state(path=None)` and `load_state(path=None)`.
 
 Under torch.distributed only rank 0 writes (weights come from `trainer.unwrapped_model`, so there is no
 `module.` prefix); every rank passes a barrier after an epoch's save so none runs ahead of it. See
@@ -15,18 +19,22 @@ from __future__ import annotations
 import math
 import warnings
 from pathlib import Path
+from time import monotonic
 from typing import Any
 
 import torch
 
 from zae_engine._version import __version__
+from zae_engine.checkpoint.background import BackgroundWriter
 from zae_engine.checkpoint.manifest import CheckpointEntry, Manifest
 from zae_engine.checkpoint.rng import capture_rng, check_rng, gather_rng, restore_rng, rng_of_this_rank
+from zae_engine.checkpoint.staging import HostStaging
 from zae_engine.checkpoint.store import CheckpointStore, find_checkpoint, read_any, write_folder
 from zae_engine.distributed import barrier, is_rank_zero
 from zae_engine.errors import AddOnWarning, CheckpointError, ConfigError, TrainingInterrupted, did_you_mean
 from zae_engine.trainer.addons.base import AddOnBase
 from zae_engine.trainer.addons.configs import StateManagerConfig
+from zae_engine.trainer.addons.save_schedule import SaveSchedule
 
 
 class StateManagerAddon(AddOnBase):
@@ -51,6 +59,16 @@ class StateManagerAddon(AddOnBase):
         self._pending_rng: dict[str, Any] | None = None
         self._saved_at: dict[str, int] | None = None  # progress of the latest save/load
         self._unsaved: dict[str, Any] | None = None  # summary of an epoch that ended without a checkpoint
+        self._schedule = SaveSchedule(self.config.every_n_steps, self.config.every_n_minutes)
+        self._writer = BackgroundWriter()
+        self._staging = HostStaging()
+        self._write_seconds: float | None = None  # how long the last checkpoint took to write
+        self._step_save_due = False
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = super().__getstate__()
+        state.update(_writer=BackgroundWriter(), _staging=HostStaging())  # threads and pinned memory stay here
+        return state
 
     @property
     def store(self) -> CheckpointStore:
@@ -69,18 +87,48 @@ class StateManagerAddon(AddOnBase):
             # again here, so the streams are exactly as saved when the first epoch starts (also in spawned workers)
             restore_rng(self._pending_rng, "the loaded checkpoint")
             self._pending_rng = None
+        self._schedule = SaveSchedule(self.config.every_n_steps, self.config.every_n_minutes)
+        self._schedule.start(self.trainer.progress_checker.get_step() - 1)
+        self._step_save_due = False
+
+    def on_optimizer_step(self) -> None:
+        schedule = self._schedule
+        if not schedule.active or self.trainer.mode != "train":
+            return
+        trainer = self.trainer
+        if schedule.due(trainer.progress_checker.get_step() - 1, trainer.device):
+            self._step_save_due = True  # written when the batch is done (its on_batch_end hooks included)
+
+    def on_batch_end(self, result: dict[str, Any]) -> None:
+        if self._step_save_due and self.trainer.mode == "train":
+            self._save_step()
+
+    def _save_step(self) -> None:
+        self._step_save_due = False
+        ranks = gather_rng()  # every rank is at this batch (the schedule's answer is the same on all)
+        if is_rank_zero():
+            self._save("step", None, background=self.config.async_save, ranks=ranks)
+        self._schedule.saved()
 
     def on_epoch_end(self, epoch: int, summary: dict[str, Any]) -> None:
         if self.trainer.mode != "train":
             return
         if epoch % self.config.every_n_epochs:
             self._unsaved = summary
+            if self._step_save_due:  # due at the epoch's last step (a group cut short): save its end instead
+                self._save_step()
             return
+        self._step_save_due = False  # the epoch's own checkpoint comes now
         value = self._monitored(summary)
-        ranks = gather_rng()  # every rank's random streams, so a resume continues each rank's own
-        if is_rank_zero() and (self.config.keep_last > 0 or self._enters_top_k(value)):
-            self._save("epoch", value, ranks)
         self._unsaved = None
+        ranks = gather_rng()  # every rank's random streams, so a resume continues each rank's own
+        if is_rank_zero():
+            if self.config.keep_last == 0:
+                self._settle()  # ranking reads the manifest: not while the thread writes it
+            if self.config.keep_last > 0 or self._enters_top_k(value):
+                if self._save("epoch", value, background=self.config.async_save, ranks=ranks) is _SKIPPED:
+                    self._unsaved = summary  # saved at the end of the run instead
+        self._schedule.saved()
         barrier()  # every rank reaches this after the same epoch; none runs ahead of rank 0's write
 
     def on_run_end(self, error: BaseException | None) -> None:
@@ -91,13 +139,21 @@ class StateManagerAddon(AddOnBase):
                 if self.config.save_on_interrupt:
                     ranks = gather_rng()  # every rank stopped after the same step: all of them take part
                     if is_rank_zero():
-                        self._save("interrupted", None, ranks)
-            elif error is None and self._unsaved is not None and self.config.keep_last > 0 and is_rank_zero():
+                        self._stop_save(error.signal_name, ranks)
+                return
+            if not is_rank_zero():
+                return
+            self._settle(raise_failure=error is None)
+            if error is None and self._unsaved is not None and self.config.keep_last > 0:
                 self._save("epoch", self._monitored(self._unsaved))  # the run ended between every_n_epochs saves
-            self._unsaved = None
         finally:
-            if is_rank_zero():
-                self.store.release()
+            self._unsaved = None
+            try:
+                self._settle(raise_failure=False)  # the lock goes only when nothing is being written any more
+            finally:
+                self._staging.release()
+                if is_rank_zero():
+                    self.store.release()
 
     def state_dict(self) -> dict[str, Any]:
         # only where the files are, so a launcher handing rank 0's state back also hands these back
@@ -122,6 +178,7 @@ class StateManagerAddon(AddOnBase):
         """
         if not is_rank_zero():
             return None
+        self._settle()
         if path is None:
             with self.store.writer():  # outside run(): hold the lock for this save only
                 return self._save("manual", None)
@@ -137,6 +194,7 @@ class StateManagerAddon(AddOnBase):
         None means the latest complete checkpoint in this add-on's save_path. Returns what was loaded.
         """
         manifest: Manifest | None = None  # parsed once for the whole load
+        self._settle()
         if path is None:
             manifest = self.store.manifest()
             if self.store.latest(manifest) is None:
@@ -177,7 +235,19 @@ class StateManagerAddon(AddOnBase):
         return target
 
     # ------------------------------------------------------------------ saving
-    def _save(self, kind: str, value: float | None, ranks: list[dict[str, Any]] | None = None) -> Path:
+    def _save(
+        self, kind: str, value: float | None, background: bool = False, ranks: list[dict[str, Any]] | None = None
+    ) -> Path | None:
+        """Write a checkpoint now, or (background) hand a host copy of it to the writer thread.
+
+        Returns its folder when written here, None when handed over, `_SKIPPED` when a write was still in flight
+        and `async_when_busy` is 'skip'.
+        """
+        if self._writer.busy:
+            if background and self.config.async_when_busy == "skip":
+                return _SKIPPED
+            self._settle()
+        self._writer.raise_failure()
         progress = self.trainer.progress_checker.state_dict()
         done, step = progress["epoch"] - 1, progress["step"] - 1
         name = f"epoch-{done:04d}" if kind == "epoch" else f"{kind}-epoch-{done:04d}-step-{step:06d}"
@@ -191,18 +261,75 @@ class StateManagerAddon(AddOnBase):
             mode=self.config.monitor_mode,
             value=value,
         )
-        path = self.store.save(
-            self._gather_state(ranks),
-            entry,
-            self._meta(kind, value),
-            self._select,
-            self._monitor,
-            self.config.monitor_mode,
-        )
-        self.last_checkpoint = path
+        state, meta, monitor = self._gather_state(ranks), self._meta(kind, value), self._monitor
+        if not background:
+            started = monotonic()
+            path = self._write(state, entry, meta, monitor, progress)
+            self._write_seconds = monotonic() - started
+            return path
+        copy, landed = self._staging.copy(state)  # the only part training waits for
+
+        def write() -> None:
+            landed()
+            self._write(copy, entry, meta, monitor, progress)
+
+        self._writer.submit(write, name)
+        return None
+
+    def _write(
+        self, state: dict[str, Any], entry: CheckpointEntry, meta: dict[str, Any], monitor: str | None, progress: dict
+    ) -> Path:
+        mode = self.config.monitor_mode
+        path = self.store.save(state, entry, meta, lambda entries: self._select(entries, monitor), monitor, mode)
         self.best_checkpoint = self.store.best()
+        self.last_checkpoint = path  # after the manifest lists it: trackers may upload it from here on
         self._saved_at = progress
         return path
+
+    def _settle(self, raise_failure: bool = True) -> None:
+        """Wait for the checkpoint being written in the background (if any); raise what made it fail."""
+        writer = self._writer
+        if writer.busy or writer.seconds is not None:
+            writer.wait()
+            if writer.seconds is not None:
+                self._write_seconds, writer.seconds = writer.seconds, None
+        if raise_failure:
+            writer.raise_failure()
+        else:
+            try:
+                writer.raise_failure()
+            except Exception as exc:
+                warnings.warn(
+                    f"{self.label()}: a background checkpoint write failed: {exc}", AddOnWarning, stacklevel=2
+                )
+
+    def _stop_save(self, signal_name: str, ranks: list[dict[str, Any]] | None) -> None:
+        """SIGINT/SIGTERM: let the write in flight finish, then save this step too if it fits in `stop_budget`."""
+        started, budget, trainer = monotonic(), self.config.stop_budget, self.trainer
+        writer = self._writer
+        if writer.busy:
+            in_flight = writer.what
+            if not writer.wait(budget):
+                trainer._display_note(
+                    f"{signal_name}: checkpoint {in_flight} was still being written when the stop budget of "
+                    f"{budget:g} s ran out; stopping without it (the checkpoint before it is whole and listed)"
+                )
+                return
+        self._settle(raise_failure=False)
+        left = None if budget is None else budget - (monotonic() - started)
+        if left is not None and self._write_seconds is not None and self._write_seconds > left:
+            latest = self.last_checkpoint.name if self.last_checkpoint is not None else "none"
+            trainer._display_note(
+                f"{signal_name}: not saving this step: the last save took {self._write_seconds:.1f} s and "
+                f"{max(left, 0):.1f} s of the {budget:g} s stop budget are left; the latest checkpoint is {latest}"
+            )
+            return
+        path = self._save("interrupted", None, ranks=ranks)
+        took = monotonic() - started
+        of_budget = "" if budget is None else f" of the {budget:g} s stop budget"
+        trainer._display_note(
+            f"{signal_name}: saved {path.name} in {self._write_seconds:.1f} s ({took:.1f} s{of_budget} with waiting)"
+        )
 
     def _gather_state(self, ranks: list[dict[str, Any]] | None = None) -> dict[str, Any]:
         trainer = self.trainer
@@ -250,14 +377,11 @@ class StateManagerAddon(AddOnBase):
             return None
         return value if math.isfinite(value) else None
 
-    def _scored(self, entries: list[CheckpointEntry]) -> list[CheckpointEntry]:
+    def _scored(self, entries: list[CheckpointEntry], monitor: str | None) -> list[CheckpointEntry]:
         return [
             e
             for e in entries
-            if e.kind == "epoch"
-            and e.value is not None
-            and e.monitor == self._monitor
-            and e.mode == self.config.monitor_mode
+            if e.kind == "epoch" and e.value is not None and e.monitor == monitor and e.mode == self.config.monitor_mode
         ]
 
     def _enters_top_k(self, value: float | None) -> bool:
@@ -267,19 +391,21 @@ class StateManagerAddon(AddOnBase):
         if k < 0:
             return True
         sign = 1.0 if self.config.monitor_mode == "min" else -1.0
-        at_least_as_good = [e for e in self._scored(self.store.entries()) if sign * e.value <= sign * value]
+        at_least_as_good = [
+            e for e in self._scored(self.store.entries(), self._monitor) if sign * e.value <= sign * value
+        ]
         return len(at_least_as_good) < k
 
-    def _select(self, entries: list[CheckpointEntry]) -> list[CheckpointEntry]:
+    def _select(self, entries: list[CheckpointEntry], monitor: str | None) -> list[CheckpointEntry]:
         """Which checkpoints stay: manual ones, the `keep_last` most recent, and the `save_top_k` best."""
         keep = [e for e in entries if e.kind == "manual"]
         rolling = [e for e in entries if e.kind != "manual"]
         if self.config.keep_last:
             keep += rolling[-self.config.keep_last :]
-        if self._monitor is None:  # nothing ranked yet in this process: prune no scored checkpoint
+        if monitor is None:  # nothing ranked yet in this process: prune no scored checkpoint
             keep += [e for e in rolling if e.value is not None]
             return keep
-        scored = self._scored(rolling)
+        scored = self._scored(rolling, monitor)
         k = self.config.save_top_k
         if k < 0:
             keep += scored
@@ -287,7 +413,7 @@ class StateManagerAddon(AddOnBase):
             sign = 1.0 if self.config.monitor_mode == "min" else -1.0
             order = {id(e): i for i, e in enumerate(scored)}
             keep += sorted(scored, key=lambda e: (sign * e.value, order[id(e)]))[:k]
-        keep += [e for e in rolling if e.value is not None and e.monitor != self._monitor]  # other monitors: left alone
+        keep += [e for e in rolling if e.value is not None and e.monitor != monitor]  # other monitors: left alone
         return keep
 
     # ------------------------------------------------------------------ loading
@@ -305,6 +431,19 @@ class StateManagerAddon(AddOnBase):
         except CheckpointError:
             return  # the buffer stays empty; apply_weights(path) still works
         trainer._best_weights = {k: v.detach().to("cpu", copy=True) for k, v in model.items()}
+
+
+_SKIPPED = Path("<skipped: a checkpoint was still being written>")
+
+
+def _json_scalars(summary: dict[str, Any]) -> dict[str, Any]:
+    out = {}
+    for key, value in summary.items():
+        if isinstance(value, torch.Tensor) and value.numel() == 1:
+            value = value.item()
+        if isinstance(value, (str, int, float, bool)) or value is None:
+            out[str(key)] = value
+    return out
 
 
 def _checked_history(history: Any, source: str) -> list[dict[str, Any]] | None:
