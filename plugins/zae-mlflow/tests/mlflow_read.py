@@ -38,7 +38,8 @@ class StoredRun:
         return [value for _, value in self.history.get(key, [])]
 
 
-def read_run(uri: str, run_id: str) -> StoredRun:
+def read_run(uri: str, run_id: str, artifacts: bool = True) -> StoredRun:
+    """`artifacts=False` for a server's store read without the server (its artifacts are served over HTTP)."""
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient(tracking_uri=uri)
@@ -47,7 +48,7 @@ def read_run(uri: str, run_id: str) -> StoredRun:
     for key in run.data.metrics:
         points = client.get_metric_history(run_id, key)
         stored.history[key] = [(m.step, m.value) for m in sorted(points, key=lambda m: (m.step, m.timestamp))]
-    stored.artifacts = _files(client, run_id, None)
+    stored.artifacts = _files(client, run_id, None) if artifacts else []
     return stored
 
 

@@ -1,6 +1,6 @@
 """MLflowLoggerAddon keeps the tracker contract every tracker add-on owes, read back through MlflowClient.
 
-Twice: into a local SQLite store (no server), and into a real `mlflow server` over HTTP (one per module).
+Here into a local SQLite store (no server); test_mlflow_server.py runs it again against a real `mlflow server`.
 """
 
 from __future__ import annotations
@@ -8,9 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import pytest
 from mlflow_read import StoredRun, runs_of
-from mlflow_server import Server
 from zae_mlflow import MLflowLoggerAddon
 
 from zae_engine.testing import LoggedRun, TrackerContract
@@ -21,22 +19,10 @@ class TestMLflowSQLiteTrackerContract(TrackerContract):
         return MLflowLoggerAddon(tracking_uri=f"sqlite:///{folder}/mlflow.db", experiment="contract", **options)
 
     def read_back(self, folder: Path) -> list[LoggedRun]:
-        return [_logged(run) for run in runs_of(f"sqlite:///{folder}/mlflow.db", "contract")]
+        return [logged(run) for run in runs_of(f"sqlite:///{folder}/mlflow.db", "contract")]
 
 
-class TestMLflowServerTrackerContract(TrackerContract):
-    @pytest.fixture(autouse=True)
-    def _server(self, mlflow_server: Server) -> None:
-        self.server = mlflow_server
-
-    def make_addon(self, folder: Path, **options: Any) -> MLflowLoggerAddon:
-        return MLflowLoggerAddon(tracking_uri=self.server.uri, experiment=folder.name, **options)
-
-    def read_back(self, folder: Path) -> list[LoggedRun]:
-        return [_logged(run) for run in runs_of(self.server.uri, folder.name)]
-
-
-def _logged(run: StoredRun) -> LoggedRun:
+def logged(run: StoredRun) -> LoggedRun:
     """MLflow keeps one history per key; a log call is every value at one step of one kind (running or epoch)."""
     rows: dict[tuple[int, bool], dict[str, Any]] = {}
     for key, points in run.history.items():

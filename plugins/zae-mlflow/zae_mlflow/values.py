@@ -52,4 +52,4 @@ def _short_key(key: str) -> str:
     if len(key) <= MAX_KEY:
         return key
     digest = hashlib.sha1(key.encode()).hexdigest()[:10]
-    return f"{key[: MAX_KEY - 11].rstrip('/')}~{digest}"
+    return f"{key[: MAX_KEY - 11].rstrip('/')}-{digest}"

@@ -1,0 +1,291 @@
+"""What is MLflow's own in MLflowLoggerAddon, in a local SQLite store (no server), read back through MlflowClient.
+
+Key scheme, steps, one tracker run across run() calls, failed runs, a failing client and the run id in checkpoints
+are the tracker contract's (test_mlflow_contract.py); the same things against a real server, and a server that
+dies mid-run, are in test_mlflow_server.py. Here: params and their limits, metric histories, artifacts, statuses,
+resume into the same run, where things go by default, settings refused up front, and stores that cannot be reached.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import http.server
+import importlib.metadata
+import os
+import signal
+import socket
+import threading
+import warnings
+from pathlib import Path
+
+import pytest
+import torch
+from mlflow_read import read_run, runs_of
+from zae_mlflow import MLflowLoggerAddon
+
+from zae_engine.errors import ConfigError, TrainingInterrupted
+from zae_engine.testing import SeparableTrainer, make_loader, make_trainer
+from zae_engine.trainer.addons import AddOnBase, StateManagerAddon
+from zae_engine.trainer.addons import MLflowLoggerAddon as ShimmedAddon
+from zae_engine.trainer.addons.tracking import TrackerWarning
+
+EPOCH_KEYS = ("train/loss", "valid/loss", "valid/acc", "lr/group0", "epoch", "step")
+
+
+def store(tmp_path: Path) -> str:
+    return f"sqlite:///{tmp_path}/mlflow.db"
+
+
+def tracker_warnings(caught) -> list[str]:
+    return [str(w.message) for w in caught if issubclass(w.category, TrackerWarning)]
+
+
+def test_mlflow_is_registered_and_served_by_the_core_shim():
+    (entry,) = importlib.metadata.entry_points(group="zae_engine.addons", name="mlflow")
+    assert entry.load() is MLflowLoggerAddon is ShimmedAddon
+
+
+def test_params_metrics_tags_and_status_reach_the_store(tmp_path):
+    addon = MLflowLoggerAddon(tracking_uri=store(tmp_path), experiment="exp", run_name="baseline", tags={"team": "v"})
+    trainer = make_trainer(addon, log_interval=2)
+    trainer.run_spec = {"trainer": {"class_path": "tests.TinyTrainer"}, "run": {"n_epoch": 3, "seed": 0}}
+    trainer.run(3, make_loader(), make_loader(seed=1))
+    (run,) = runs_of(store(tmp_path), "exp")
+    assert run.run_id == addon.mlflow_run_id and run.status == "FINISHED" and run.name == "baseline"
+    assert run.tags["team"] == "v" and run.tags["zae.tracker_run_id"] == addon.tracker_run_id
+    for key in EPOCH_KEYS:
+        assert run.steps(key) == [4, 8, 12], key
+        assert run.values(key) == pytest.approx([h[key] for h in trainer.history], rel=1e-12), key
+    assert run.steps("running/train/loss") == [2, 4, 6, 8, 10, 12]
+    params = run.params
+    assert params["trainer/log_interval"] == "2" and params["trainer/gradient_clip"] == "0.0"
+    assert params["optimizer/lr"] == "0.1" and params["optimizer/class"] == "torch.optim.sgd.SGD"
+    assert params["addons/mlflow/experiment"] == "exp" and params["addons/mlflow/tags/team"] == "v"
+    assert params["addons/mlflow/web_logger"] == "null" and params["spec/run/n_epoch"] == "3"
+    assert params["tracker_run_id"] == addon.tracker_run_id
+
+
+class _OddNames(SeparableTrainer):
+    def test_step(self, batch):
+        return {**super().test_step(batch), "acc@1": torch.tensor(1.0)}
+
+
+def test_names_and_values_are_made_to_fit_mlflows_limits(tmp_path):
+    addon = MLflowLoggerAddon(tracking_uri=store(tmp_path), experiment="exp")
+    trainer = make_trainer(addon, trainer_cls=_OddNames)
+    long_key = "k" * 300
+    trainer.run_spec = {"notes": "x" * 7000, long_key: 1, "tags": ["a", "b"]}
+    trainer.run(1, make_loader(), make_loader())
+    run = read_run(store(tmp_path), addon.mlflow_run_id)
+    assert run.values("valid/acc_1") == [1.0]  # 'acc@1' is not a name MLflow takes: one bad name would lose the batch
+    notes = run.params["spec/notes"]
+    assert len(notes) == 6000 and notes.endswith("…")
+    (hashed,) = [key for key in run.params if key.startswith("spec/kkk")]
+    assert len(hashed) == 250 and hashed.endswith(hashlib.sha1(f"spec/{long_key}".encode()).hexdigest()[:10])
+    assert run.params["spec/tags"] == '["a", "b"]'
+
+
+def test_checkpoints_become_artifacts(tmp_path):
+    saved = tmp_path / "ckpt"
+    addon = MLflowLoggerAddon(tracking_uri=store(tmp_path), experiment="exp", upload_checkpoints=True)
+    make_trainer(StateManagerAddon(save_path=str(saved), keep_last=1, save_top_k=0), addon).run(
+        2, make_loader(), make_loader()
+    )
+    run = read_run(store(tmp_path), addon.mlflow_run_id)
+    assert {path.split("/")[1] for path in run.artifacts} == {"epoch-0001", "epoch-0002"}  # epoch 1: pruned locally
+    kept = {p.relative_to(saved).as_posix() for p in (saved / "epoch-0002").rglob("*") if p.is_file()}
+    assert kept and {f"checkpoints/{p}" for p in kept} == {a for a in run.artifacts if "epoch-0002" in a}
+
+
+class _FailsAtStep6(SeparableTrainer):
+    def train_step(self, batch):
+        if self.progress_checker.get_step() == 6:
+            raise RuntimeError("boom at step 6")
+        return super().train_step(batch)
+
+
+def test_a_failed_run_is_failed_with_its_error(tmp_path):
+    addon = MLflowLoggerAddon(tracking_uri=store(tmp_path), experiment="exp")
+    with pytest.raises(RuntimeError):
+        make_trainer(addon, trainer_cls=_FailsAtStep6, log_interval=1).run(3, make_loader())
+    run = read_run(store(tmp_path), addon.mlflow_run_id)
+    assert run.status == "FAILED" and run.tags["zae.error"] == "RuntimeError: boom at step 6"
+    assert run.steps("running/train/loss") == [1, 2, 3, 4, 5] and run.steps("train/loss") == [4]
+
+
+class _SigintAfterEpoch1(AddOnBase):
+    name = "sigint_after_epoch_1"
+
+    def on_epoch_end(self, epoch, summary):
+        if epoch == 1:
+            os.kill(os.getpid(), signal.SIGINT)  # the trainer's handler: stop after the current step
+
+
+def test_an_interrupted_run_is_killed(tmp_path):
+    addon = MLflowLoggerAddon(tracking_uri=store(tmp_path), experiment="exp")
+    trainer = make_trainer(_SigintAfterEpoch1(), addon, log_interval=1)
+    with pytest.raises(TrainingInterrupted):
+        trainer.run(3, make_loader())
+    run = read_run(store(tmp_path), addon.mlflow_run_id)
+    assert run.status == "KILLED" and run.tags["zae.error"].startswith("TrainingInterrupted: training stopped by SIGINT")
+    assert run.steps("train/loss") == [4]
+
+
+def test_a_resumed_run_appends_to_the_same_mlflow_run(tmp_path):
+    def trainer(cls=SeparableTrainer, **options):
+        return make_trainer(
+            StateManagerAddon(save_path=str(tmp_path / "ckpt"), resume=True),
+            MLflowLoggerAddon(tracking_uri=store(tmp_path), experiment="exp"),
+            trainer_cls=cls,
+            log_interval=2,
+            **options,
+        )
+
+    first = trainer(_FailsAtStep10)
+    with pytest.raises(RuntimeError):
+        first.run(3, make_loader(), make_loader())  # checkpoints after epochs 1 and 2
+    run_id = first.addons["mlflow"].mlflow_run_id
+    assert read_run(store(tmp_path), run_id).status == "FAILED"
+    resumed = trainer(gradient_clip=1.0)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        resumed.run(2, make_loader(), make_loader())  # the checkpoint of epoch 2 (step 8): epochs 3 and 4
+    assert resumed.addons["mlflow"].mlflow_run_id == run_id
+    (run,) = runs_of(store(tmp_path), "exp")
+    assert run.run_id == run_id and run.status == "FINISHED"
+    assert run.steps("valid/loss") == [4, 8, 12, 16]
+    assert run.values("valid/loss")[2:] == pytest.approx([h["valid/loss"] for h in resumed.history[2:]], rel=1e-12)
+    assert run.params["trainer/gradient_clip"] == "0.0"  # params cannot change in MLflow: the first value stays
+    (note,) = tracker_warnings(caught)
+    assert "2 setting(s) changed" in note and "(trainer/class, trainer/gradient_clip)" in note
+
+
+class _FailsAtStep10(SeparableTrainer):
+    def train_step(self, batch):
+        if self.progress_checker.get_step() == 10:
+            raise RuntimeError("boom at step 10")
+        return super().train_step(batch)
+
+
+def test_the_mlflow_run_id_travels_in_checkpoint_state(tmp_path):
+    first = MLflowLoggerAddon(tracking_uri=store(tmp_path), experiment="exp")
+    make_trainer(first).run(1, make_loader())
+    second = MLflowLoggerAddon(tracking_uri=store(tmp_path), experiment="exp")
+    trainer = make_trainer(second)
+    second.load_state_dict(first.state_dict())
+    trainer.run(1, make_loader())
+    assert second.mlflow_run_id == first.mlflow_run_id and len(runs_of(store(tmp_path), "exp")) == 1
+
+
+def test_a_run_id_the_store_does_not_have_starts_a_new_run_with_a_note(tmp_path):
+    addon = MLflowLoggerAddon(tracking_uri=store(tmp_path), experiment="exp")
+    trainer = make_trainer(addon)
+    addon.load_state_dict({"tracker_run_id": "abc", "mlflow_run_id": "0123456789abcdef0123456789abcdef"})
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        trainer.run(1, make_loader())
+    (note,) = tracker_warnings(caught)
+    assert "run 0123456789abcdef0123456789abcdef is not in" in note and "starting a new MLflow run" in note
+    assert read_run(store(tmp_path), addon.mlflow_run_id).status == "FINISHED"
+
+
+def test_by_default_runs_go_to_a_sqlite_file_under_runs(tmp_path):
+    addon = MLflowLoggerAddon()
+    make_trainer(addon).run(1, make_loader())  # the working folder is tmp_path (conftest)
+    assert (tmp_path / "runs" / "mlflow.db").is_file()
+    (run,) = runs_of("sqlite:///runs/mlflow.db", "Default")
+    assert run.run_id == addon.mlflow_run_id and run.status == "FINISHED"
+
+
+def test_the_environment_names_the_store_and_the_experiment(tmp_path, monkeypatch):
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", store(tmp_path))
+    monkeypatch.setenv("MLFLOW_EXPERIMENT_NAME", "from-env")
+    addon = MLflowLoggerAddon()
+    make_trainer(addon).run(1, make_loader())
+    (run,) = runs_of(store(tmp_path), "from-env")
+    assert run.run_id == addon.mlflow_run_id
+
+
+def test_the_file_store_works_where_mlflow_allows_it(tmp_path, monkeypatch):
+    monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")  # MLflow 3 keeps its file store behind this switch
+    uri = (tmp_path / "mlruns").as_uri()
+    addon = MLflowLoggerAddon(tracking_uri=uri, experiment="exp")
+    make_trainer(addon, log_interval=2).run(2, make_loader(), make_loader())
+    (run,) = runs_of(uri, "exp")
+    assert run.steps("valid/loss") == [4, 8] and run.status == "FINISHED"
+
+
+def test_credentials_in_the_uri_are_refused_with_the_environment_variables_to_use():
+    with pytest.raises(ConfigError, match=r"mlflow.*tracking_uri.*MLFLOW_TRACKING_USERNAME"):
+        MLflowLoggerAddon(tracking_uri="https://me:secret@mlflow.example.com")
+    with pytest.raises(ConfigError, match=r"MLFLOW_TRACKING_TOKEN"):
+        MLflowLoggerAddon(tracking_uri="https://mlflow.example.com/?token=abc")
+
+
+def test_web_logger_settings_for_mlflow_are_refused_up_front():
+    with pytest.raises(ConfigError, match=r"web_logger\['mlflow'\] is not used.*tracking_uri="):
+        make_trainer(MLflowLoggerAddon(web_logger={"mlflow": {"tracking_uri": "x"}}))
+
+
+def test_a_tag_past_mlflows_limit_is_refused():
+    with pytest.raises(ConfigError, match=r"tags.*longer than MLflow's 8000"):
+        MLflowLoggerAddon(tags={"notes": "x" * 8001})
+
+
+def test_a_bad_uri_is_a_warning_and_training_goes_on(tmp_path):
+    trainer = make_trainer(MLflowLoggerAddon(tracking_uri="htp://127.0.0.1:1"), log_interval=2)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        trainer.run(2, make_loader())
+    (message,) = tracker_warnings(caught)
+    assert message.startswith("MLflow: starting the run failed") and "htp" in message
+    assert "training continues" in message and [h["epoch"] for h in trainer.history] == [1, 2]
+
+
+def test_a_refused_connection_is_a_warning_and_training_goes_on():
+    with socket.socket() as probe:  # a port nobody listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    trainer = make_trainer(MLflowLoggerAddon(tracking_uri=f"http://127.0.0.1:{port}"))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        trainer.run(1, make_loader())
+    (message,) = tracker_warnings(caught)
+    assert "starting the run failed" in message and f"127.0.0.1:{port}" in message
+    assert trainer.history[0]["epoch"] == 1
+    assert "MLFLOW_HTTP_REQUEST_MAX_RETRIES" not in os.environ  # the bounds are put back
+
+
+class _AlwaysUnavailable(http.server.BaseHTTPRequestHandler):
+    requests: list[str] = []
+
+    def _answer(self):
+        type(self).requests.append(self.path)
+        self.send_response(503)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    do_GET = do_POST = do_PATCH = _answer
+
+    def log_message(self, *args):
+        pass
+
+
+def test_retries_against_an_unavailable_server_are_bounded():
+    """MLflow's own defaults retry 7 times with exponential backoff (about four minutes); the add-on allows 3 tries."""
+    _AlwaysUnavailable.requests = []
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _AlwaysUnavailable)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        trainer = make_trainer(MLflowLoggerAddon(tracking_uri=f"http://127.0.0.1:{server.server_port}"))
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            trainer.run(1, make_loader())
+    finally:
+        server.shutdown()
+        server.server_close()
+    (message,) = tracker_warnings(caught)
+    assert "starting the run failed" in message and "training continues" in message
+    assert len(_AlwaysUnavailable.requests) == 3  # the first request and two retries, then it gave up
+    assert trainer.history[0]["epoch"] == 1
