@@ -127,7 +127,9 @@ def test_an_interrupted_run_is_killed(tmp_path):
     with pytest.raises(TrainingInterrupted):
         trainer.run(3, make_loader())
     run = read_run(store(tmp_path), addon.mlflow_run_id)
-    assert run.status == "KILLED" and run.tags["zae.error"].startswith("TrainingInterrupted: training stopped by SIGINT")
+    assert run.status == "KILLED" and run.tags["zae.error"].startswith(
+        "TrainingInterrupted: training stopped by SIGINT"
+    )
     assert run.steps("train/loss") == [4]
 
 

@@ -11,7 +11,6 @@ from typing import Any
 
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from tensorboard.plugins.hparams import api_pb2, metadata
-from tensorboard.plugins.hparams import plugin_data_pb2  # noqa: F401  (the protos the parsers return)
 
 
 @dataclass
