@@ -11,9 +11,12 @@ from __future__ import annotations
 import hashlib
 import http.server
 import importlib.metadata
+import json
 import os
 import signal
 import socket
+import subprocess
+import sys
 import threading
 import warnings
 from pathlib import Path
@@ -291,3 +294,35 @@ def test_retries_against_an_unavailable_server_are_bounded():
     assert "starting the run failed" in message and "training continues" in message
     assert len(_AlwaysUnavailable.requests) == 3  # the first request and two retries, then it gave up
     assert trainer.history[0]["epoch"] == 1
+
+
+def zae(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "zae_engine.cli", *args], capture_output=True, text=True, cwd=cwd)
+
+
+def test_zae_lists_shows_and_puts_it_in_the_schema():
+    (row,) = [row for row in json.loads(zae("addons", "list", "--json").stdout) if row["name"] == "mlflow"]
+    assert row["status"] == "ok" and row["distribution"] == "zae-mlflow" and row["version"] == "0.2.0"
+    assert row["description"].startswith("MLflow tracking")
+    shown = json.loads(zae("addons", "show", "mlflow", "--json").stdout)
+    assert {"tracking_uri", "experiment", "run_name", "tags", "upload_checkpoints", "log_steps"} <= set(
+        shown["properties"]
+    )
+    schema = zae("schema").stdout
+    assert '"tracking_uri"' in schema and "MLflow tracking" in schema
+
+
+def test_zae_validate_refuses_a_password_in_the_uri_without_a_traceback(tmp_path):
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(
+        "trainer: {class_path: zae_engine.testing.SeparableTrainer}\n"
+        "model: {class_path: torch.nn.Linear, init_args: {in_features: 10, out_features: 2}}\n"
+        "optimizer: {class_path: torch.optim.SGD, init_args: {lr: 0.1}}\n"
+        "data:\n  train: {dataset: {class_path: zae_engine.testing.make_dataset}, batch_size: 16}\n"
+        "addons:\n  - {name: mlflow, tracking_uri: 'https://me:secret@mlflow.example.com'}\n"
+        "run: {n_epoch: 1}\n"
+    )
+    done = zae("validate", str(spec), cwd=tmp_path)
+    assert done.returncode == 1 and "Traceback" not in done.stdout + done.stderr
+    output = done.stdout + done.stderr
+    assert "addons[0].tracking_uri" in output and "export MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD" in output

@@ -199,3 +199,17 @@ def test_the_folder_name_travels_in_checkpoint_state(tmp_path):
     assert second.path == first.path
     # only the add-on's state was loaded, so this trainer started again at step 0: TensorBoard shows the new points
     assert read_run(first.path).steps("train/loss") == [4]
+
+
+def zae(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "zae_engine.cli", *args], capture_output=True, text=True, cwd=cwd)
+
+
+def test_zae_lists_shows_and_puts_it_in_the_schema():
+    (row,) = [row for row in json.loads(zae("addons", "list", "--json").stdout) if row["name"] == "tensorboard"]
+    assert row["status"] == "ok" and row["distribution"] == "zae-tensorboard" and row["version"] == "0.2.0"
+    assert row["description"].startswith("TensorBoard event files")
+    shown = json.loads(zae("addons", "show", "tensorboard", "--json").stdout)
+    assert shown["properties"]["log_dir"]["default"] == "runs/tensorboard"
+    schema = zae("schema").stdout
+    assert '"log_dir"' in schema and "TensorBoard event files" in schema
