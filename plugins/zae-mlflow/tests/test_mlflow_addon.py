@@ -325,4 +325,6 @@ def test_zae_validate_refuses_a_password_in_the_uri_without_a_traceback(tmp_path
     done = zae("validate", str(spec), cwd=tmp_path)
     assert done.returncode == 1 and "Traceback" not in done.stdout + done.stderr
     output = done.stdout + done.stderr
-    assert "addons[0].tracking_uri" in output and "export MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD" in output
+    assert (
+        "addons[0].tracking_uri" in output and "export MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD" in output
+    )
