@@ -2,7 +2,9 @@
 
 The loop only appends to a buffer (at log points and epoch ends). The thread sends what is buffered with
 `log_batch` (at most 1000 metrics a request, MLflow's limit) when woken at an epoch end, every few seconds while
-anything waits, and once more when the run closes. If the store cannot be reached the metrics stay buffered
+anything waits, and once more when the run closes; at most once every `MIN_GAP_S` unless someone waits for it
+(`flush`, `close`), so epochs of a fraction of a second do not each pay for a request (a SQLite store's commit
+alone takes 20-40 ms). If the store cannot be reached the metrics stay buffered
 (at most `max_pending`; the oldest are dropped past that) and are tried again later; whatever is still unsent
 when the run closes (after a bounded wait) is counted as lost, with the steps it covered, for the warning.
 """
@@ -21,6 +23,8 @@ from zae_engine.trainer.addons.tracking import first_line
 MAX_METRICS_PER_BATCH = 1000
 #: while metrics wait, send at least this often (long epochs still show progress)
 SEND_EVERY_S = 5.0
+#: and at most this often, unless `flush` or `close` waits for the send
+MIN_GAP_S = 2.0
 #: after a failed send, wait this long before the next try (unless the run closes first)
 RETRY_AFTER_S = 10.0
 
@@ -57,6 +61,7 @@ class MetricSender:
         self._max_pending = max_pending
         self._state = threading.Condition()
         self._wake = threading.Event()
+        self._urgent = threading.Event()  # someone waits: skip the minimum gap
         self._closing = False
         self._in_flight: list[Any] = []
         self._retry_at = 0.0
@@ -85,6 +90,7 @@ class MetricSender:
         with self._state:
             failures = self._failures
             self._retry_at = 0.0
+            self._urgent.set()
             self._wake.set()
             while self._pending or self._in_flight:
                 left = deadline - time.monotonic()
@@ -98,6 +104,7 @@ class MetricSender:
         with self._state:
             self._closing = True
             self._retry_at = 0.0
+        self._urgent.set()
         self._wake.set()
         self._thread.join(timeout)
         with self._state:
@@ -119,10 +126,12 @@ class MetricSender:
         while True:
             self._wake.wait(SEND_EVERY_S)
             self._wake.clear()
+            self._urgent.clear()
             if self._closing or time.monotonic() >= self._retry_at:
                 self._send_pending()
             if self._closing:
                 return
+            self._urgent.wait(MIN_GAP_S)
 
     def _send_pending(self) -> None:
         while True:
