@@ -49,6 +49,7 @@ from zae_engine.trainer.display import BarDisplay, LineDisplay, NullDisplay
 
 os.environ.setdefault("WANDB_SILENT", "true")
 os.environ.setdefault("WANDB_MODE", "offline")
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 
 
 # ---------------------------------------------------------------------- workloads

@@ -44,6 +44,7 @@ def needs(module: str):
 
 def quiet_env(**extra: str) -> dict[str, str]:
     env = {**os.environ, "WANDB_MODE": "offline", "WANDB_SILENT": "true", "PYTHONUNBUFFERED": "1"}
+    env["MLFLOW_DISABLE_TELEMETRY"] = "true"  # MLflow's client reports usage to its makers unless told not to
     env.update(extra)
     return env
 

@@ -6,6 +6,7 @@ since conftest itself is not importable under --import-mode=importlib.
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -16,6 +17,8 @@ HERE = Path(__file__).resolve().parent
 if str(HERE) not in sys.path:
     sys.path.insert(0, str(HERE))
 torch.set_num_threads(1)
+# MLflow's client reports usage to its makers unless told not to; set before anything imports mlflow
+os.environ["MLFLOW_DISABLE_TELEMETRY"] = "true"
 
 from mlflow_read import ENVIRONMENT  # noqa: E402
 from mlflow_server import Server, start_server  # noqa: E402

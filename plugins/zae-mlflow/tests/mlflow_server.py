@@ -74,6 +74,7 @@ def start_server(folder: Path, attempts: int = 3) -> Server:
 def _server_env() -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
     env["PYTHONUNBUFFERED"] = "1"
+    env["MLFLOW_DISABLE_TELEMETRY"] = "true"
     return env
 
 
