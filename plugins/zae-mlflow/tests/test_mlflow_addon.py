@@ -328,3 +328,54 @@ def test_zae_validate_refuses_a_password_in_the_uri_without_a_traceback(tmp_path
     assert (
         "addons[0].tracking_uri" in output and "export MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD" in output
     )
+
+
+def test_under_mlflow_run_the_given_run_is_continued(tmp_path, monkeypatch):
+    """`mlflow run` creates the run and passes its id in MLFLOW_RUN_ID."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=store(tmp_path))
+    given = client.create_run(client.create_experiment("projects")).info.run_id
+    client.log_param(given, "alpha", "0.5")
+    monkeypatch.setenv("MLFLOW_RUN_ID", given)
+    addon = MLflowLoggerAddon(tracking_uri=store(tmp_path))
+    make_trainer(addon).run(1, make_loader())
+    run = read_run(store(tmp_path), given)
+    assert addon.mlflow_run_id == given and run.status == "FINISHED"
+    assert (
+        run.params["alpha"] == "0.5" and run.params["trainer/log_interval"] == "50" and run.steps("train/loss") == [4]
+    )
+
+
+def test_under_ddp_only_rank_zero_logs_and_the_run_id_comes_back(tmp_path):
+    from zae_mpu import MultiGPUAddon
+
+    addon = MLflowLoggerAddon(tracking_uri=store(tmp_path), experiment="ddp")
+    trainer = make_trainer(MultiGPUAddon(), addon, log_interval=1, device=["cpu", "cpu"])
+    trainer.run(1, make_loader())  # two spawned gloo workers, 2 optimizer steps each
+    assert addon.mlflow_run_id is not None  # made by rank 0 in its worker, handed back with the add-on's state
+    trainer.run(1, make_loader())  # new workers: the same MLflow run goes on
+    (run,) = runs_of(store(tmp_path), "ddp")
+    assert run.run_id == addon.mlflow_run_id and run.status == "FINISHED"
+    assert run.steps("running/train/loss") == [1, 2, 3, 4] and run.steps("train/loss") == [2, 4]
+
+
+def test_the_retry_bounds_stay_while_any_run_is_open_and_go_with_the_last():
+    from zae_mlflow.connection import BOUNDED_HTTP, bound_http_retries
+
+    first, second = bound_http_retries(), bound_http_retries()
+    first()
+    first()  # twice is once
+    assert os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] == BOUNDED_HTTP["MLFLOW_HTTP_REQUEST_MAX_RETRIES"]
+    second()
+    assert not any(name in os.environ for name in BOUNDED_HTTP)
+
+
+def test_retry_bounds_the_user_set_are_kept(monkeypatch):
+    from zae_mlflow.connection import bound_http_retries
+
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "300")
+    restore = bound_http_retries()
+    assert os.environ["MLFLOW_HTTP_REQUEST_TIMEOUT"] == "300" and os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] == "2"
+    restore()
+    assert os.environ["MLFLOW_HTTP_REQUEST_TIMEOUT"] == "300" and "MLFLOW_HTTP_REQUEST_MAX_RETRIES" not in os.environ

@@ -75,15 +75,15 @@ class MLflowLoggerAddon(TrackerAddonBase):
         try:
             uri = tracking_uri(self.config.tracking_uri)
             client = MlflowClient(tracking_uri=uri)
-            run_id = self._continue(client) or self._create(client)
+            reopened = self._continue(client)
+            run_id = reopened or self._create(client)
         except BaseException:
             restore_env()
             raise
-        continued = run_id == self.mlflow_run_id
         self.mlflow_run_id = run_id
         lock = threading.Lock()
         sender = MetricSender(lambda batch: client.log_batch(run_id, metrics=batch), lock)
-        return _OpenRun(client, run_id, uri, sender, restore_env, lock, continued)
+        return _OpenRun(client, run_id, uri, sender, restore_env, lock, continued=reopened is not None)
 
     def _client_log_config(self, config: dict[str, Any]) -> None:
         from mlflow.entities import Param

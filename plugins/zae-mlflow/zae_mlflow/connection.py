@@ -9,6 +9,7 @@ already) and puts them back when the run closes. Other MLflow calls in the same 
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Callable
 from pathlib import Path
 
@@ -33,19 +34,35 @@ def tracking_uri(configured: str | None) -> str:
     return uri
 
 
+_lock = threading.Lock()
+_holders = 0  # open runs that rely on the bounds
+_added: list[str] = []  # the variables the first of them set
+
+
 def bound_http_retries() -> Callable[[], None]:
-    """Set the bounds the user has not set; return the function that puts the environment back."""
-    added = [name for name in BOUNDED_HTTP if name not in os.environ]
-    for name in added:
-        os.environ[name] = BOUNDED_HTTP[name]
+    """Set the bounds the user has not set; return the function that puts the environment back.
+
+    Counted, so two trainers with runs open at once (two add-ons) leave the bounds in place until both closed."""
+    global _holders, _added
+    with _lock:
+        if _holders == 0:
+            _added = [name for name in BOUNDED_HTTP if name not in os.environ]
+            for name in _added:
+                os.environ[name] = BOUNDED_HTTP[name]
+        _holders += 1
+    released = False
 
     def restore() -> None:
-        for name in added:
-            if os.environ.get(name) == BOUNDED_HTTP[name]:
-                del os.environ[name]
+        global _holders
+        nonlocal released
+        with _lock:
+            if released:
+                return
+            released = True
+            _holders -= 1
+            if _holders == 0:
+                for name in _added:
+                    if os.environ.get(name) == BOUNDED_HTTP[name]:
+                        del os.environ[name]
 
     return restore
-
-
-def is_remote(uri: str) -> bool:
-    return uri.split(":", 1)[0].lower() in ("http", "https", "databricks")
