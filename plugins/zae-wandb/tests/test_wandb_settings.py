@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from wandb_files import read_wandb_dir
 from zae_wandb import WandBLoggerAddon
 
 from zae_engine.errors import ConfigError
@@ -14,10 +15,10 @@ def test_a_setting_wandb_init_does_not_take_is_refused_up_front():
         make_trainer(WandBLoggerAddon(web_logger={"wandb": {"projct": "x"}}))
 
 
-def test_an_api_key_in_the_settings_is_accepted(wb, wandb_home):
+def test_an_api_key_in_the_settings_is_accepted(wandb_home):
     settings = {"mode": "offline", "api_key": "k" * 40, "project": "zae-tests"}
     trainer = make_trainer(WandBLoggerAddon(web_logger={"wandb": settings}))
     trainer.run(1, make_loader())
-    (run,) = wb.read_dir(wandb_home)
+    (run,) = read_wandb_dir(wandb_home)
     assert run.project == "zae-tests" and run.exit_code == 0
     assert run.config["addons"]["wandb"]["web_logger"]["wandb"]["api_key"] == "***"  # masked in the logged config
