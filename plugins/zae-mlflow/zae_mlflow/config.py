@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from typing import Any
 from urllib.parse import urlsplit
 
 from pydantic import Field, field_validator
@@ -34,6 +35,11 @@ class MLflowLoggerConfig(TrackerConfig):
     run_name: str | None = Field(None, description="The run's name in MLflow. None: MLflow makes one up.")
     tags: dict[str, str] = Field(
         default_factory=dict, description="Tags set on the MLflow run, e.g. {'team': 'vision'}."
+    )
+    web_logger: dict[str, dict[str, Any]] | None = Field(
+        None,
+        description="Other trackers' client settings (so that one flat keyword of Trainer.add_on can serve every "
+        "tracker); an entry 'mlflow' is refused: this add-on's options are its own keywords (tracking_uri, experiment, ...).",
     )
     upload_checkpoints: bool = Field(
         False,

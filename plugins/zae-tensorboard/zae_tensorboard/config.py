@@ -1,5 +1,7 @@
 """The `tensorboard` add-on's options (torch-free: `zae addons show tensorboard` reads them without the add-on)."""
 
+from typing import Any
+
 from pydantic import Field
 
 from zae_engine.trainer.addons.configs import TrackerConfig
@@ -16,6 +18,11 @@ class TensorBoardLoggerConfig(TrackerConfig):
         "runs/tensorboard",
         description="Folder that holds one sub-folder of event files per run when no run record is kept; "
         "point `tensorboard --logdir` at it (or at the run records' folder, `runs`).",
+    )
+    web_logger: dict[str, dict[str, Any]] | None = Field(
+        None,
+        description="Other trackers' client settings (so that one flat keyword of Trainer.add_on can serve every "
+        "tracker); an entry 'tensorboard' is refused: this add-on's options are its own keywords (log_dir).",
     )
     upload_checkpoints: bool = Field(
         False,
