@@ -263,9 +263,11 @@ def test_a_refused_connection_is_a_warning_and_training_goes_on():
 
 class _AlwaysUnavailable(http.server.BaseHTTPRequestHandler):
     requests: list[str] = []
+    authorization: list[str | None] = []
 
     def _answer(self):
         type(self).requests.append(self.path)
+        type(self).authorization.append(self.headers.get("Authorization"))
         self.send_response(503)
         self.send_header("Content-Length", "0")
         self.end_headers()
@@ -276,10 +278,14 @@ class _AlwaysUnavailable(http.server.BaseHTTPRequestHandler):
         pass
 
 
+def unavailable_server() -> http.server.ThreadingHTTPServer:
+    _AlwaysUnavailable.requests, _AlwaysUnavailable.authorization = [], []
+    return http.server.ThreadingHTTPServer(("127.0.0.1", 0), _AlwaysUnavailable)
+
+
 def test_retries_against_an_unavailable_server_are_bounded():
     """MLflow's own defaults retry 7 times with exponential backoff (about four minutes); the add-on allows 3 tries."""
-    _AlwaysUnavailable.requests = []
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _AlwaysUnavailable)
+    server = unavailable_server()
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
@@ -379,3 +385,28 @@ def test_retry_bounds_the_user_set_are_kept(monkeypatch):
     assert os.environ["MLFLOW_HTTP_REQUEST_TIMEOUT"] == "300" and os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] == "2"
     restore()
     assert os.environ["MLFLOW_HTTP_REQUEST_TIMEOUT"] == "300" and "MLFLOW_HTTP_REQUEST_MAX_RETRIES" not in os.environ
+
+
+@pytest.mark.parametrize(
+    "environment, header",
+    [
+        ({"MLFLOW_TRACKING_TOKEN": "t0ken"}, "Bearer t0ken"),
+        ({"MLFLOW_TRACKING_USERNAME": "me", "MLFLOW_TRACKING_PASSWORD": "pw"}, "Basic bWU6cHc="),
+    ],
+    ids=["token", "basic-auth"],
+)
+def test_credentials_from_the_environment_reach_the_server(monkeypatch, environment, header):
+    for name, value in environment.items():
+        monkeypatch.setenv(name, value)
+    server = unavailable_server()
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        trainer = make_trainer(MLflowLoggerAddon(tracking_uri=f"http://127.0.0.1:{server.server_port}"))
+        with warnings.catch_warnings(record=True):
+            warnings.simplefilter("always")
+            trainer.run(1, make_loader())
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert _AlwaysUnavailable.authorization and set(_AlwaysUnavailable.authorization) == {header}
