@@ -232,9 +232,11 @@ def test_web_logger_settings_for_mlflow_are_refused_up_front():
         make_trainer(MLflowLoggerAddon(web_logger={"mlflow": {"tracking_uri": "x"}}))
 
 
-def test_a_tag_past_mlflows_limit_is_refused():
+def test_tags_and_names_past_mlflows_limits_are_refused():
     with pytest.raises(ConfigError, match=r"tags.*longer than MLflow's 8000"):
         MLflowLoggerAddon(tags={"notes": "x" * 8001})
+    with pytest.raises(ConfigError, match=r"'experiment'.*at most 500 characters"):
+        MLflowLoggerAddon(experiment="x" * 501)
 
 
 def test_a_bad_uri_is_a_warning_and_training_goes_on(tmp_path):

@@ -29,6 +29,8 @@ class MLflowLoggerConfig(TrackerConfig):
     )
     experiment: str | None = Field(
         None,
+        min_length=1,
+        max_length=500,  # MLflow's limit on experiment names
         description="Experiment name, created if missing. None: MLFLOW_EXPERIMENT_NAME from the environment, "
         "else MLflow's 'Default' experiment.",
     )
