@@ -20,10 +20,10 @@ from typing import Any
 
 from zae_engine.errors import ConfigError
 from zae_engine.trainer.addons.tracking import TrackerAddonBase, first_line
-from zae_mlflow import values
 from zae_mlflow.config import MLflowLoggerConfig
 from zae_mlflow.connection import bound_http_retries, tracking_uri
 from zae_mlflow.sender import MetricSender
+from zae_mlflow.values import metric_key, params
 
 #: how long closing a run may wait for the last metrics to go out
 CLOSE_TIMEOUT_S = 20.0
@@ -89,7 +89,7 @@ class MLflowLoggerAddon(TrackerAddonBase):
         from mlflow.entities import Param
 
         run = self.run
-        wanted = values.params(config)
+        wanted = params(config)
         logged = run.client.get_run(run.run_id).data.params if run.continued else {}
         changed = sorted(key for key, value in wanted.items() if key in logged and logged[key] != value)
         new = [Param(key, value) for key, value in wanted.items() if key not in logged]
@@ -102,11 +102,11 @@ class MLflowLoggerAddon(TrackerAddonBase):
                 "cannot change, so the run keeps the first values"
             )
 
-    def _client_log(self, values_: dict[str, float], step: int) -> None:
+    def _client_log(self, values: dict[str, float], step: int) -> None:
         from mlflow.entities import Metric
 
         now = int(time.time() * 1000)
-        self.run.sender.add([Metric(values.metric_key(k), float(v), now, step) for k, v in values_.items()])
+        self.run.sender.add([Metric(metric_key(key), float(value), now, step) for key, value in values.items()])
 
     def _client_upload(self, path: Path) -> None:
         run: _OpenRun = self.run
