@@ -178,7 +178,10 @@ def test_state_manager_mismatched_model_lists_keys_and_shapes(tmp_path):
 def test_state_manager_mismatched_optimizer_is_a_checkpoint_error(tmp_path):
     trained(tmp_path / "run")
     model = nn.Linear(10, 2)
-    with pytest.raises(CheckpointError, match="does not fit this trainer"):
+    with pytest.raises(
+        CheckpointError,
+        match="optimizer group 0 has 2 parameters, this one 1; load it into the optimizer it was saved from",
+    ):
         fresh(tmp_path / "run", model, torch.optim.Adam([model.weight], lr=1e-2)).load_state()
 
 

@@ -73,6 +73,15 @@ def _agree(flag: bool, device: torch.device, op: dist.ReduceOp) -> bool:
     return bool(packed.item())
 
 
+def max_over_ranks(value: int, device: torch.device) -> int:
+    """The largest of every rank's `value`: one all-reduce (MAX); the value itself in one process."""
+    if not is_distributed():
+        return value
+    packed = torch.tensor([int(value)], dtype=torch.int64, device=_collective_device(device))
+    dist.all_reduce(packed, op=dist.ReduceOp.MAX)
+    return int(packed.item())
+
+
 def any_rank(flag: bool, device: torch.device) -> bool:
     """True on every rank when it is True on at least one: one all-reduce (MAX), no barrier."""
     return _agree(flag, device, dist.ReduceOp.MAX)
@@ -99,6 +108,15 @@ def all_gather_rows(tensor: torch.Tensor, device: torch.device) -> list[torch.Te
     gathered = [torch.empty_like(padded) for _ in counts]
     dist.all_gather(gathered, padded)
     return [part[: int(count.item())].to(tensor.device) for part, count in zip(gathered, counts)]
+
+
+def all_gather_objects(value: object) -> list | None:
+    """Every rank's `value` in rank order (pickled in memory between this run's own processes); None in one process."""
+    if not is_distributed():
+        return None
+    out: list = [None] * dist.get_world_size()
+    dist.all_gather_object(out, value)
+    return out
 
 
 def average_gradients(grads: list[torch.Tensor]) -> None:

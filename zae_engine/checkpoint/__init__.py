@@ -1,25 +1,32 @@
 """Checkpoints without pickle: folder formats, the manifest of complete checkpoints, RNG capture.
 
 `zae_engine.trainer.addons.state_manager.StateManagerAddon` is the user-facing side; these modules are the
-parts it is made of, usable on their own (e.g. `read_any(locate(path))` to inspect a checkpoint).
+parts it is made of, usable on their own (e.g. `read_any(locate(path))` to inspect a checkpoint). Names load on
+first use, so the torch-free parts (`atomic`, `folders`) can be imported without torch.
 """
 
-from zae_engine.checkpoint.formats import read_checkpoint, write_checkpoint
-from zae_engine.checkpoint.manifest import CheckpointEntry, Manifest, read_manifest, write_manifest
-from zae_engine.checkpoint.rng import capture_rng, restore_rng
-from zae_engine.checkpoint.store import CheckpointStore, locate, read_any, write_folder
+import importlib
+from typing import Any
 
-__all__ = [
-    "CheckpointEntry",
-    "CheckpointStore",
-    "Manifest",
-    "capture_rng",
-    "locate",
-    "read_any",
-    "read_checkpoint",
-    "read_manifest",
-    "restore_rng",
-    "write_checkpoint",
-    "write_folder",
-    "write_manifest",
-]
+_WHERE = {
+    "read_checkpoint": "formats",
+    "write_checkpoint": "formats",
+    "CheckpointEntry": "manifest",
+    "Manifest": "manifest",
+    "read_manifest": "manifest",
+    "write_manifest": "manifest",
+    "capture_rng": "rng",
+    "restore_rng": "rng",
+    "CheckpointStore": "store",
+    "locate": "store",
+    "read_any": "store",
+    "write_folder": "store",
+}
+
+__all__ = sorted(_WHERE)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _WHERE:
+        return getattr(importlib.import_module(f"zae_engine.checkpoint.{_WHERE[name]}"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -99,8 +99,16 @@ def _load_safetensors_weights(source: Path) -> dict[str, torch.Tensor]:
         ) from exc
 
 
-def apply_state_dict(model: torch.nn.Module, state: dict[str, torch.Tensor], source: str, strict: bool = True) -> None:
-    """`model.load_state_dict` with one message listing every missing, unexpected and mis-shaped key."""
+def check_weights(model: torch.nn.Module, state: Any, source: str, strict: bool = True) -> None:
+    """One CheckpointError listing every missing, unexpected, mis-shaped and mis-typed key (nothing is loaded).
+
+    Floating-point precision may differ (a float16 file into a float32 model is cast, as torch does); a tensor of
+    another kind — integer, complex, bool for a float parameter, or the reverse — is refused, never cast.
+    """
+    if not isinstance(state, dict) or not all(
+        isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items()
+    ):
+        raise CheckpointError(f"the weights in {source} are not a state dict of tensors")
     own = model.state_dict()
     missing = [k for k in own if k not in state]
     unexpected = [k for k in state if k not in own]
@@ -109,7 +117,12 @@ def apply_state_dict(model: torch.nn.Module, state: dict[str, torch.Tensor], sou
         for k in own
         if k in state and tuple(state[k].shape) != tuple(own[k].shape)
     ]
-    if shapes or (strict and (missing or unexpected)):
+    kinds = [
+        f"{k}: checkpoint {state[k].dtype} vs model {own[k].dtype}"
+        for k in own
+        if k in state and _kind(state[k]) != _kind(own[k])
+    ]
+    if shapes or kinds or (strict and (missing or unexpected)):
         lines = [f"the weights in {source} do not fit {type(model).__name__}:"]
         if missing:
             lines.append(f"  missing keys: {', '.join(missing)}")
@@ -117,6 +130,21 @@ def apply_state_dict(model: torch.nn.Module, state: dict[str, torch.Tensor], sou
             lines.append(f"  unexpected keys: {', '.join(unexpected)}")
         if shapes:
             lines.append("  shape mismatches: " + "; ".join(shapes))
+        if kinds:
+            lines.append("  other kinds of numbers (refused, not cast): " + "; ".join(kinds))
         lines.append("  load them into the model they were saved from, or pass strict=False to skip absent keys")
         raise CheckpointError("\n".join(lines))
+
+
+def apply_state_dict(model: torch.nn.Module, state: dict[str, torch.Tensor], source: str, strict: bool = True) -> None:
+    """`model.load_state_dict` after `check_weights`: a state that does not fit is refused with one message."""
+    check_weights(model, state, source, strict)
     model.load_state_dict(state, strict=strict)
+
+
+def _kind(tensor: torch.Tensor) -> str:
+    if tensor.is_complex():
+        return "complex"
+    if tensor.is_floating_point():
+        return "float"
+    return "bool" if tensor.dtype == torch.bool else "integer"

@@ -75,8 +75,11 @@ def run(spec_path: Path, overrides: list[str], launcher: LaunchOptions, dry_run:
     if launcher.wanted:
         code = launch(launcher, str(spec_path), overrides, debug=state.debug)
         raise typer.Exit(code)
+    from zae_engine.cli.launch import join_launcher, report_stop
+    from zae_engine.errors import TrainingInterrupted
     from zae_engine.spec.build import build_run
 
+    status = join_launcher()  # a worker of `zae run --nproc-per-node`: the launcher owns the signals
     plan = prepare(spec_path, overrides)
     built = build_run(plan)
     trainer = built.trainer
@@ -89,6 +92,15 @@ def run(spec_path: Path, overrides: list[str], launcher: LaunchOptions, dry_run:
     started = time.perf_counter()
     try:
         trainer.run(built.n_epoch, built.loader, built.valid_loader, total=True)  # run.n_epoch is the run's total
+    except TrainingInterrupted as stopped:
+        if status is None:
+            if _rank_zero():
+                out.print(summary(trainer, time.perf_counter() - started, stopped=True), markup=False)
+            raise
+        report_stop(status, stopped.signal_name)  # exit quietly: torchrun stays silent, the launcher reports
+        if _rank_zero():
+            out.print(summary(trainer, time.perf_counter() - started, stopped=True), markup=False)
+        return
     except KeyboardInterrupt:
         if _rank_zero():
             out.print(summary(trainer, time.perf_counter() - started, stopped=True), markup=False)

@@ -15,10 +15,11 @@ import json
 import math
 import os
 import stat
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+
+from zae_engine.checkpoint.atomic import write_text_atomic
 
 MAX_RECORD_BYTES = 8 * 1024 * 1024  # run.json: specs are small; anything this large is not ours
 MAX_LINE_BYTES = 1024 * 1024  # one metrics line
@@ -52,30 +53,7 @@ def dumps(value: Any, *, indent: int | None = None) -> str:
 
 def write_atomic(path: Path, text: str) -> None:
     """Replace `path` with `text`: a temp file beside it, fsync, rename. Readers see the old or the new file."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    _fsync_dir(path.parent)
-
-
-def _fsync_dir(directory: Path) -> None:
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
+    write_text_atomic(path, text)
 
 
 def open_no_follow(path: Path) -> int:

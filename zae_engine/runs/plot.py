@@ -8,11 +8,10 @@ stays text, so run names can be searched for in the file.
 from __future__ import annotations
 
 import math
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from zae_engine.checkpoint.atomic import atomic_path
 from zae_engine.runs.store import RunsError
 
 FIGURE_SIZE_PX = (1000, 600)
@@ -62,10 +61,5 @@ def save_plot(curves: list[Curve], out: Path, *, x_label: str = "epoch") -> None
         for ax in axes[len(metrics) :]:
             ax.set_visible(False)
         out.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=suffix, dir=out.parent)
-        os.close(fd)
-        try:
+        with atomic_path(out, suffix) as tmp:
             figure.savefig(tmp, format=suffix[1:], dpi=DPI)
-            os.replace(tmp, out)
-        finally:
-            Path(tmp).unlink(missing_ok=True)

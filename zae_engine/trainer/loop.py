@@ -13,6 +13,7 @@ import os
 import signal
 import sys
 import threading
+import time
 import warnings
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Iterator, Sequence
@@ -33,9 +34,11 @@ from zae_engine.distributed import (
     every_rank,
     is_distributed,
     is_rank_zero,
+    max_over_ranks,
 )
 from zae_engine.errors import (
     AddOnWarning,
+    CheckpointError,
     ConfigError,
     NonFiniteLossError,
     StepResultError,
@@ -52,10 +55,15 @@ from zae_engine.trainer.display import REFRESH_SECONDS, BarDisplay, LineDisplay,
 from zae_engine.trainer.logbook import EpochLog, StepLog
 from zae_engine.trainer.progress import ProgressChecker
 from zae_engine.trainer.resume import merge_optimizer, merge_scheduler
+from zae_engine.trainer.state_fit import check_fits
 
 _PREFIX = {"train": "train/", "valid": "valid/", "test": "test/"}
 _AMP_DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 _NO_CONTEXT = nullcontext()
+_AGREE_EVERY = 8  # optimizer steps between DDP ranks' agreement on a stop request (one tiny all-reduce)
+_DUPLICATE_S = 2.0  # a repeat of the first signal within this is a duplicate, not a request to abort
+_STOP_CODES = {"SIGINT": 1, "SIGTERM": 2}  # SIGTERM wins when ranks got different signals (exit 143)
+_STOP_NAMES = {code: name for name, code in _STOP_CODES.items()}
 _CPU = torch.device("cpu")
 
 
@@ -104,9 +112,11 @@ class Trainer(ABC, metaclass=compose.TrainerMeta):
         self._best_weights: dict[str, torch.Tensor] | None = None
         self._scaler: torch.amp.GradScaler | None = None  # made by _place, for the device
         self._display: NullDisplay = NullDisplay()
-        self._interrupt: str | None = None
+        self._interrupt: str | None = None  # the stop every rank agreed on (a signal's name): the loop ends
+        self._stop_request: str | None = None  # a signal this process received, not yet agreed under DDP
+        self._agreeing = False  # under DDP, stop requests are agreed every _AGREE_EVERY optimizer steps
         self.should_stop = False  # set by add-ons (e.g. early stopping) to end the run after this epoch
-        self.handle_signals = True  # launchers turn this off in workers they manage themselves
+        self.handle_signals = True  # False: leave SIGINT/SIGTERM alone (a caller that handles them itself)
         self._micro = 0
         self._group = 1
         self._remaining: int | None = None
@@ -295,7 +305,8 @@ class Trainer(ABC, metaclass=compose.TrainerMeta):
             # here, after a launcher wrapped the model (DDP): compile(DDP(model)) lets dynamo split graphs at buckets
             self.model = torch.compile(self.model)
         self._display = self._make_display()
-        self._interrupt, self.should_stop = None, False
+        self._interrupt, self._stop_request, self.should_stop = None, None, False
+        self._agreeing = is_distributed()
         if self.mode == "train":
             self.optimizer.zero_grad(set_to_none=True)
         error: BaseException | None = None
@@ -314,8 +325,12 @@ class Trainer(ABC, metaclass=compose.TrainerMeta):
                     _call(hooks.on_epoch_start, epoch)
                     summary: dict[str, Any] = {"epoch": epoch}
                     summary.update(_prefixed(self.run_epoch(loader), self.mode))
+                    if self._agreeing:
+                        self._agree_to_stop()
                     if valid_loader is not None and self.mode == "train" and self._interrupt is None:
                         summary.update(_prefixed(self._validate(valid_loader), "valid"))
+                        if self._agreeing:
+                            self._agree_to_stop()
                     if self._interrupt is not None:
                         break
                     self._end_epoch(epoch, summary)
@@ -448,6 +463,8 @@ class Trainer(ABC, metaclass=compose.TrainerMeta):
         hooks = self._hooks
         for hook in hooks.on_optimizer_step:
             hook()
+        if self._agreeing and self.progress_checker.get_step() % _AGREE_EVERY == 0:
+            self._agree_to_stop()
         if hooks.on_log and (self.progress_checker.get_step() - 1) % config.log_interval == 0:
             self._emit_log()
 
@@ -593,17 +610,27 @@ class Trainer(ABC, metaclass=compose.TrainerMeta):
 
     @contextmanager
     def _graceful_signals(self) -> Iterator[None]:
-        """First SIGINT/SIGTERM: finish this step and stop cleanly. Second: abort at once."""
+        """First SIGINT/SIGTERM: finish this step and stop cleanly (every DDP rank at the same step). Second: abort.
+
+        A repeat of the same signal within `_DUPLICATE_S` is the launcher forwarding what this process already got
+        (a terminal's Ctrl-C, a scheduler signalling the whole job), not a second request.
+        """
         if not self.handle_signals or threading.current_thread() is not threading.main_thread():
             yield
             return
         previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+        first: list[tuple[str, float]] = []
 
         def on_signal(signum: int, frame: Any) -> None:
-            name = signal.Signals(signum).name
-            if self._interrupt is not None:
+            name, now = signal.Signals(signum).name, time.monotonic()
+            if first:
+                if first[0][0] == name and now - first[0][1] < _DUPLICATE_S:
+                    return
                 raise KeyboardInterrupt(f"second {name}: aborting")
-            self._interrupt = name
+            first.append((name, now))
+            self._stop_request = name
+            if not self._agreeing:
+                self._interrupt = name
             if self.is_rank_zero:
                 # a raw write, not the console: the signal may land inside a console print (rich is not reentrant)
                 note = f"\n{name} received: stopping after this step (send it again to abort now)\n"
@@ -617,6 +644,13 @@ class Trainer(ABC, metaclass=compose.TrainerMeta):
         finally:
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
+
+    def _agree_to_stop(self) -> None:
+        """Under DDP: one small all-reduce so that all ranks stop at this same step if any rank was asked to."""
+        code = _STOP_CODES.get(self._stop_request, 0)
+        agreed = max_over_ranks(code, self.device)
+        if agreed:
+            self._interrupt = _STOP_NAMES[agreed]
 
     def _display_note(self, text: str) -> None:
         """One line for the person watching: through the progress display when a run shows one, else stderr."""
@@ -684,8 +718,12 @@ class Trainer(ABC, metaclass=compose.TrainerMeta):
     def load_state_dict(self, state: dict[str, Any], source: str = "the checkpoint") -> list[str]:
         """Restore a `state_dict()`: progress from it, hyper-parameters from the current settings where they differ.
 
-        Returns those differences ("scheduler total_iters 5 -> 10", ...), so a resume can say what it changed.
+        Everything is checked before anything changes (see `state_fit`), and add-on states that fail to load are
+        rolled back, so a load that fails leaves the trainer as it was. Returns the settings that differed
+        ("scheduler total_iters 5 -> 10", ...), so a resume can say what it changed.
         """
+        check_fits(self, state, source)
+        self._load_addon_states(state.get("addons") or {}, source)
         differences: list[str] = []
         if state.get("model") is not None:
             apply_state_dict(self.unwrapped_model, state["model"], source)
@@ -706,10 +744,28 @@ class Trainer(ABC, metaclass=compose.TrainerMeta):
             self.progress_checker.load_state_dict(state["progress"])
         best = state.get("best") or {}
         self.best.update({k: best[k] for k in ("metric", "value", "epoch") if k in best})
-        for name, addon_state in (state.get("addons") or {}).items():
-            if name in self.addons:
-                self.addons[name].load_state_dict(addon_state)
         return differences
+
+    def _load_addon_states(self, states: dict[str, Any], source: str) -> None:
+        """Each add-on's own state; if one refuses it, the ones already loaded get their previous state back."""
+        done: list[tuple[AddOnBase, dict[str, Any]]] = []
+        for name, addon_state in states.items():
+            addon = self.addons.get(name)
+            if addon is None:
+                continue
+            before = addon.state_dict()
+            try:
+                addon.load_state_dict(addon_state)
+            except Exception as exc:
+                for loaded, previous in reversed(done):
+                    loaded.load_state_dict(previous)
+                if isinstance(exc, CheckpointError):
+                    raise
+                raise CheckpointError(
+                    f"{addon.label()} could not load its state from {source} ({type(exc).__name__}: {exc}); "
+                    "nothing was loaded. The cause below is the add-on's own error"
+                ) from exc
+            done.append((addon, before))
 
     def _rates_from_schedule(self) -> None:
         """After a schedule's shape changed on resume, set the rate it gives at the resumed position."""

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 import torch.distributed as dist
 
-from zae_engine.errors import ConfigError
+from zae_engine.errors import ConfigError, TrainingInterrupted
 from zae_engine.trainer.addons.base import LauncherAddon
 from zae_mpu.config import MultiGPUConfig
 from zae_mpu.handback import take_back
@@ -63,7 +63,10 @@ class MultiGPUAddon(LauncherAddon):
             start_method=self.config.start_method,
             strict_port=self.config.strict_port,
         )
-        take_back(trainer, spawn_run(trainer, plan, loader, valid_loader))
+        state, stopped = spawn_run(trainer, plan, loader, valid_loader)
+        take_back(trainer, state)
+        if stopped is not None:
+            raise TrainingInterrupted(stopped)  # the workers stopped on a signal, after their interrupted checkpoint
 
     def _joined_plan(self) -> RankPlan:
         """Rank and device when torchrun (or the user) started the process group."""

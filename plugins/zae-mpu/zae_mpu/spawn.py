@@ -23,7 +23,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, replace
 from multiprocessing.connection import wait
 from pathlib import Path
@@ -45,6 +45,8 @@ if TYPE_CHECKING:
     from zae_engine.trainer.loop import Trainer
 
 _STOP_GRACE_S = 5.0
+_INTERRUPTED = "interrupted"  # rank 0 writes the signal's name here when the run stopped on one
+_STOPPED_BY_SIGNAL = (-signal.SIGINT, -signal.SIGTERM)
 _REPORT_GRACE_S = 10.0  # after a rank fails: how long the others may take to exit and leave their report
 
 
@@ -66,8 +68,11 @@ class SpawnPlan:
     hosted_store: bool = False  # set by spawn_run: the launcher serves init_method's store
 
 
-def spawn_run(trainer: Trainer, plan: SpawnPlan, loader: Iterable, valid_loader: Iterable | None) -> dict[str, Any]:
-    """Run every rank in its own process; returns the state rank 0 handed back."""
+def spawn_run(
+    trainer: Trainer, plan: SpawnPlan, loader: Iterable, valid_loader: Iterable | None
+) -> tuple[dict[str, Any], str | None]:
+    """Run every rank in its own process; returns the state rank 0 handed back, and the signal that stopped the
+    run early (None when it ran to its end)."""
     payload = _pickled(trainer, loader, valid_loader)
     context = _context(plan.start_method)
     world = len(plan.devices)
@@ -81,16 +86,19 @@ def spawn_run(trainer: Trainer, plan: SpawnPlan, loader: Iterable, valid_loader:
             context.Process(target=_worker_main, args=(rank, payload, plan, lifeline), name=f"zae-mpu-rank{rank}")
             for rank in range(world)
         ]
-        with _signals_as_interrupts():
+        with _forwarded_signals(workers) as forwarded:
             try:
                 for worker in workers:
                     worker.start()
-                _wait_for_all(workers, Path(folder), world)
+                _wait_for_all(workers, Path(folder), world, forwarded)
             finally:
                 _stop(workers)
                 lifeline.close()
                 launcher_end.close()
-        return read_state(folder)
+        stopped = forwarded.name or _marker(Path(folder))
+        if stopped is not None and not (Path(folder) / TREE).exists():
+            raise TrainingInterrupted(stopped)  # stopped before rank 0 could hand anything back
+        return read_state(folder), stopped
 
 
 def _pickled(trainer: Trainer, loader: Iterable, valid_loader: Iterable | None) -> bytes:
@@ -115,18 +123,20 @@ def _context(start_method: str) -> Any:
     return mp.get_context("spawn")
 
 
-def _wait_for_all(workers: list, folder: Path, world: int) -> None:
+def _wait_for_all(workers: list, folder: Path, world: int, forwarded: _Forwarded) -> None:
     pending = {worker.sentinel: rank for rank, worker in enumerate(workers)}
     while pending:
         for sentinel in wait(list(pending)):
             rank = pending.pop(sentinel)
             workers[rank].join()
+            if forwarded.name is not None and workers[rank].exitcode in _STOPPED_BY_SIGNAL:
+                continue  # a rank the forwarded signal ended before its trainer could catch it
             if workers[rank].exitcode != 0:
                 exits = {rank: workers[rank].exitcode}
                 exits.update(_reports_of_the_others(workers, pending, folder))
                 _stop(workers)
                 raise run_failed_error(folder, exits, world)
-    if not (folder / TREE).exists():
+    if not (folder / TREE).exists() and forwarded.name is None and _marker(folder) is None:
         raise RankFailedError(f"rank 0 of {world} finished but handed no state back; nothing was loaded", 0)
 
 
@@ -161,25 +171,50 @@ def _stop(workers: list) -> None:
             worker.join()
 
 
+@dataclass
+class _Forwarded:
+    name: str | None = None  # the signal passed on to every rank
+
+
 @contextmanager
-def _signals_as_interrupts() -> Iterator[None]:
-    """SIGTERM to the launcher stops the workers like Ctrl-C does, instead of killing it with them orphaned."""
+def _forwarded_signals(workers: list) -> Iterator[_Forwarded]:
+    """SIGINT/SIGTERM to the launcher go on to every rank, whose trainers stop together at the same step and write
+    their interrupted checkpoint; a second signal ends them at once. Workers run in sessions of their own, so a
+    terminal's Ctrl-C reaches them only this way, once."""
+    forwarded = _Forwarded()
     if threading.current_thread() is not threading.main_thread():
-        yield
+        yield forwarded
         return
 
-    def on_term(signum: int, frame: Any) -> None:
-        raise TrainingInterrupted(signal.Signals(signum).name)
+    def on_signal(signum: int, frame: Any) -> None:
+        name = signal.Signals(signum).name
+        if forwarded.name is not None:
+            for worker in workers:
+                if worker.pid is not None and worker.is_alive():
+                    worker.kill()
+            raise KeyboardInterrupt(f"second {name}: every rank was stopped at once")
+        forwarded.name = name
+        with suppress(OSError):
+            os.write(
+                2, f"\n{name} received: every rank stops after the same step (send it again to abort now)\n".encode()
+            )
+        for worker in workers:
+            if worker.pid is not None and worker.is_alive():
+                with suppress(ProcessLookupError):
+                    os.kill(worker.pid, signum)
 
-    previous = signal.signal(signal.SIGTERM, on_term)
+    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
-        yield
-    except KeyboardInterrupt as exc:
-        if isinstance(exc, TrainingInterrupted):
-            raise
-        raise TrainingInterrupted("SIGINT") from None
+        yield forwarded
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def _marker(folder: Path) -> str | None:
+    """The signal a rank's trainer stopped on, as rank 0 left it (a signal that reached the workers directly)."""
+    path = folder / _INTERRUPTED
+    return path.read_text(encoding="utf-8").strip() or None if path.is_file() else None
 
 
 # ---------------------------------------------------------------------- inside a worker
@@ -188,7 +223,7 @@ def _worker_main(rank: int, payload: bytes, plan: SpawnPlan, lifeline: Any) -> N
     # multiprocessing made our start method this process's default; DataLoader workers should start as they would
     # in a fresh interpreter (fork on Linux before 3.14), not re-import torch through a server or a spawn
     multiprocessing.set_start_method(None, force=True)
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the launcher owns Ctrl-C and stops us with SIGTERM
+    os.setsid()  # out of the terminal's process group: its Ctrl-C reaches us once, forwarded by the launcher
     torch.set_num_threads(plan.threads)
     seed_everything(plan.seed + rank)  # reproducible, and different per rank (dropout, augmentation)
     folder = Path(plan.folder)
@@ -198,7 +233,6 @@ def _worker_main(rank: int, payload: bytes, plan: SpawnPlan, lifeline: Any) -> N
         trainer, loader, valid_loader = pickle.loads(payload)
         if trainer.scheduler is not None:
             _restore_step_tracking(trainer.optimizer)
-        trainer.handle_signals = False
         rank_plan = RankPlan(
             rank=rank,
             world_size=len(plan.devices),
@@ -209,7 +243,13 @@ def _worker_main(rank: int, payload: bytes, plan: SpawnPlan, lifeline: Any) -> N
             seed=plan.seed,
             hosted_store=plan.hosted_store,
         )
-        run_rank(trainer, rank_plan, plan.n_epoch, loader, valid_loader, plan.total)
+        try:
+            run_rank(trainer, rank_plan, plan.n_epoch, loader, valid_loader, plan.total)
+        except TrainingInterrupted as stopped:  # every rank stopped at the same step; the checkpoint is written
+            if rank == 0:
+                (folder / _INTERRUPTED).write_text(stopped.signal_name, encoding="utf-8")
+                write_state(folder, trainer_parts(trainer))
+            return
         if rank == 0:
             write_state(folder, trainer_parts(trainer))
     except BaseException as exc:

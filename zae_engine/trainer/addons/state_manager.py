@@ -13,6 +13,7 @@ docs/checkpoints.md for the layout on disk and what a resume restores.
 from __future__ import annotations
 
 import math
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -20,10 +21,10 @@ import torch
 
 from zae_engine._version import __version__
 from zae_engine.checkpoint.manifest import CheckpointEntry, Manifest
-from zae_engine.checkpoint.rng import capture_rng, restore_rng
+from zae_engine.checkpoint.rng import capture_rng, check_rng, gather_rng, restore_rng, rng_of_this_rank
 from zae_engine.checkpoint.store import CheckpointStore, find_checkpoint, read_any, write_folder
 from zae_engine.distributed import barrier, is_rank_zero
-from zae_engine.errors import CheckpointError, ConfigError, TrainingInterrupted, did_you_mean
+from zae_engine.errors import AddOnWarning, CheckpointError, ConfigError, TrainingInterrupted, did_you_mean
 from zae_engine.trainer.addons.base import AddOnBase
 from zae_engine.trainer.addons.configs import StateManagerConfig
 
@@ -76,23 +77,27 @@ class StateManagerAddon(AddOnBase):
             self._unsaved = summary
             return
         value = self._monitored(summary)
+        ranks = gather_rng()  # every rank's random streams, so a resume continues each rank's own
         if is_rank_zero() and (self.config.keep_last > 0 or self._enters_top_k(value)):
-            self._save("epoch", value)
+            self._save("epoch", value, ranks)
         self._unsaved = None
         barrier()  # every rank reaches this after the same epoch; none runs ahead of rank 0's write
 
     def on_run_end(self, error: BaseException | None) -> None:
         try:
-            if self.trainer.mode != "train" or not is_rank_zero():
+            if self.trainer.mode != "train":
                 return
             if isinstance(error, TrainingInterrupted):
                 if self.config.save_on_interrupt:
-                    self._save("interrupted", None)
-            elif error is None and self._unsaved is not None and self.config.keep_last > 0:
+                    ranks = gather_rng()  # every rank stopped after the same step: all of them take part
+                    if is_rank_zero():
+                        self._save("interrupted", None, ranks)
+            elif error is None and self._unsaved is not None and self.config.keep_last > 0 and is_rank_zero():
                 self._save("epoch", self._monitored(self._unsaved))  # the run ended between every_n_epochs saves
             self._unsaved = None
         finally:
-            self.store.release()
+            if is_rank_zero():
+                self.store.release()
 
     def state_dict(self) -> dict[str, Any]:
         # only where the files are, so a launcher handing rank 0's state back also hands these back
@@ -103,10 +108,11 @@ class StateManagerAddon(AddOnBase):
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self._pending_rng = None  # a state handed back after a run replaces one loaded before it
+        root = self.store.root.resolve()
         for key in ("last_checkpoint", "best_checkpoint"):
             value = state.get(key)
-            if isinstance(value, str):
-                setattr(self, key, Path(value))
+            if isinstance(value, str) and Path(value).resolve().parent == root:
+                setattr(self, key, Path(value))  # a path outside save_path from a file is never taken
 
     # ------------------------------------------------------------------ lent to the trainer
     def save_state(self, path: str | Path | None = None) -> Path | None:
@@ -143,27 +149,23 @@ class StateManagerAddon(AddOnBase):
         state, meta = read_any(target)
         source = repr(str(target))
         trainer = self.trainer
-        try:
-            differences = trainer.load_state_dict(state, source)
-        except CheckpointError:
-            raise
-        except (KeyError, ValueError, TypeError, RuntimeError, IndexError) as exc:
-            raise CheckpointError(
-                f"{source} does not fit this trainer ({type(exc).__name__}: {str(exc).strip()[:300]}); "
-                "load it into the same model, optimizer and scheduler it was saved from"
-            ) from None
-        rng = state.get("rng")
+        rng, rng_note = rng_of_this_rank(state)
+        if rng is not None:
+            check_rng(rng, source)  # before anything changes: a failed load changes nothing
+        history = _checked_history(state.get("history"), source)
+        differences = trainer.load_state_dict(state, source)  # validates all it can, then applies
         if rng is not None:
             restore_rng(rng, source)
             self._pending_rng = rng
+        if rng_note is not None:
+            warnings.warn(f"{self.label()}: {rng_note}", AddOnWarning, stacklevel=2)
         if differences and is_rank_zero():
             trainer._display_note(
                 f"resumed from {source} at epoch {trainer.progress_checker.get_epoch() - 1}; "
                 f"these settings differ from the checkpoint's, yours apply: {'; '.join(differences)}"
             )
-        history = state.get("history")
-        if isinstance(history, list):
-            trainer.history = [dict(h) for h in history if isinstance(h, dict)]
+        if history is not None:
+            trainer.history = history
         self._saved_at = trainer.progress_checker.state_dict()
         self.last_checkpoint = target
         if target.is_dir() and target.parent.resolve() == self.store.root.resolve():
@@ -175,7 +177,7 @@ class StateManagerAddon(AddOnBase):
         return target
 
     # ------------------------------------------------------------------ saving
-    def _save(self, kind: str, value: float | None) -> Path:
+    def _save(self, kind: str, value: float | None, ranks: list[dict[str, Any]] | None = None) -> Path:
         progress = self.trainer.progress_checker.state_dict()
         done, step = progress["epoch"] - 1, progress["step"] - 1
         name = f"epoch-{done:04d}" if kind == "epoch" else f"{kind}-epoch-{done:04d}-step-{step:06d}"
@@ -190,18 +192,25 @@ class StateManagerAddon(AddOnBase):
             value=value,
         )
         path = self.store.save(
-            self._gather_state(), entry, self._meta(kind, value), self._select, self._monitor, self.config.monitor_mode
+            self._gather_state(ranks),
+            entry,
+            self._meta(kind, value),
+            self._select,
+            self._monitor,
+            self.config.monitor_mode,
         )
         self.last_checkpoint = path
         self.best_checkpoint = self.store.best()
         self._saved_at = progress
         return path
 
-    def _gather_state(self) -> dict[str, Any]:
+    def _gather_state(self, ranks: list[dict[str, Any]] | None = None) -> dict[str, Any]:
         trainer = self.trainer
         state = trainer.state_dict()
         state["model"] = dict(state["model"])
         state["rng"] = capture_rng()
+        if ranks is not None:
+            state["rng_by_rank"] = ranks
         state["history"] = [_json_scalars(summary) for summary in trainer.history]
         return state
 
@@ -296,6 +305,14 @@ class StateManagerAddon(AddOnBase):
         except CheckpointError:
             return  # the buffer stays empty; apply_weights(path) still works
         trainer._best_weights = {k: v.detach().to("cpu", copy=True) for k, v in model.items()}
+
+
+def _checked_history(history: Any, source: str) -> list[dict[str, Any]] | None:
+    if history is None:
+        return None
+    if not isinstance(history, list) or not all(isinstance(h, dict) for h in history):
+        raise CheckpointError(f"{source}: 'history' must be a list of epoch summaries; the checkpoint is damaged")
+    return [dict(h) for h in history]
 
 
 def _json_scalars(summary: dict[str, Any]) -> dict[str, Any]:

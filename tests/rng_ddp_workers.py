@@ -1,0 +1,43 @@
+"""Worker side of test_rng_per_rank.py: 2 gloo ranks train, checkpoint, and resume in fresh processes; each rank
+reports the random numbers it drew at the start of every epoch (a module of its own so that spawn imports it)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+from torch.nn.parallel import DistributedDataParallel
+
+from zae_engine.testing import make_loader, make_trainer
+from zae_engine.trainer.addons import AddOnBase, StateManagerAddon
+
+WORLD = 2
+
+
+class Draws(AddOnBase):
+    """What dropout or augmentation would draw: one number per rank at every epoch's start."""
+
+    name = "draws"
+
+    def __init__(self, **options):
+        super().__init__(**options)
+        self.seen: dict[int, float] = {}
+
+    def on_epoch_start(self, epoch):
+        self.seen[epoch] = float(torch.rand(()))
+
+
+def worker(rank: int, port: int, save_path: str, epochs: int, resume: bool, out: str) -> None:
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=WORLD)
+    try:
+        draws = Draws()
+        trainer = make_trainer(draws, StateManagerAddon(save_path=save_path, resume=resume))
+        torch.manual_seed(1000 + rank)  # every rank has its own streams, as zae-mpu seeds them
+        trainer.model = DistributedDataParallel(trainer.model)
+        trainer.handle_signals = False
+        trainer.run_in_process(epochs, make_loader(seed=rank), total=True)
+    finally:
+        dist.destroy_process_group()
+    torch.save(draws.seen, Path(out) / f"rank{rank}.pt")
