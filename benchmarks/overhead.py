@@ -49,6 +49,7 @@ from zae_engine.trainer.display import BarDisplay, LineDisplay, NullDisplay
 
 os.environ.setdefault("WANDB_SILENT", "true")
 os.environ.setdefault("WANDB_MODE", "offline")
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 
 
 # ---------------------------------------------------------------------- workloads
@@ -151,19 +152,52 @@ def contenders(workdir: str) -> list[Contender]:
         Contender("raw loop", lambda model: raw_loop(model, make_optimizer(model))),
         Contender("Trainer log_bar=False", trainer_run(BenchTrainer, log_bar=False)),
         Contender("Trainer log_bar=True", trainer_run(BenchTrainer, log_bar=True)),
-        Contender("Trainer +run_log", _recording(workdir)),
     ]
     found.append(_addon_contender(workdir))
+    found.append(Contender("Trainer +run_log", _with_addons(lambda: [_run_log(workdir)])))
+    found += _tracker_contenders(workdir)
     return found
 
 
-def _recording(workdir: str) -> Callable[[nn.Module], Callable[[int, Any], None]]:
-    """The Trainer with the run record `zae run` keeps by default (log_interval 50)."""
+def _run_log(workdir: str) -> Any:
+    """The run record `zae run` keeps by default (log_interval 50)."""
     from zae_engine.trainer.addons import RunLogAddon
 
+    return RunLogAddon(dir=os.path.join(workdir, "runs"))
+
+
+def _tracker_contenders(workdir: str) -> list[Contender]:
+    """Each self-hosted tracker alone, at the default log_interval (50): TensorBoard files, MLflow into SQLite.
+
+    MLflow's sends run on its background thread (at most one every 2 s); all contenders share one process, so a
+    send may fall into another contender's turn: the wall-clock ratio is the loop's own, the CPU one is spread."""
+    found = []
+    try:
+        from zae_engine.trainer.addons import TensorBoardLoggerAddon
+
+        found.append(
+            Contender(
+                "Trainer +tensorboard",
+                _with_addons(lambda: [TensorBoardLoggerAddon(log_dir=os.path.join(workdir, "tensorboard"))]),
+            )
+        )
+    except ImportError:
+        found.append(Contender("Trainer +tensorboard", None, "pip install -e plugins/zae-tensorboard"))
+    try:
+        from zae_engine.trainer.addons import MLflowLoggerAddon
+
+        def mlflow_addons() -> list[Any]:
+            return [MLflowLoggerAddon(tracking_uri=f"sqlite:///{workdir}/mlflow.db", experiment="bench")]
+
+        found.append(Contender("Trainer +mlflow", _with_addons(mlflow_addons)))
+    except ImportError:
+        found.append(Contender("Trainer +mlflow", None, "pip install -e plugins/zae-mlflow"))
+    return found
+
+
+def _with_addons(make: Callable[[], list[Any]]) -> Callable[[nn.Module], Callable[[int, Any], None]]:
     def build(model: nn.Module) -> Callable[[int, Any], None]:
-        addon = RunLogAddon(dir=os.path.join(workdir, "runs"))
-        trainer = BenchTrainer(model, "cpu", "train", make_optimizer(model), log_bar=False, addons=[addon])
+        trainer = BenchTrainer(model, "cpu", "train", make_optimizer(model), log_bar=False, addons=make())
         return trainer.run
 
     return build

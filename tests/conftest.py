@@ -12,6 +12,7 @@ from zae_engine.testing import make_dataset
 
 os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("WANDB_SILENT", "true")
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")  # MLflow's client reports usage unless told not to
 torch.set_num_threads(1)
 
 

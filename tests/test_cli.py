@@ -81,7 +81,8 @@ def test_fast_commands_import_neither_torch_nor_add_ons():
         # Configs (zae_engine.trainer.addons.configs, zae_mpu.config, ...) are torch-free and allowed; add-ons are not
         implementations = ("zae_engine.trainer.addons.state_manager", "zae_engine.trainer.addons.ema",
                            "zae_engine.trainer.addons.early_stopping", "zae_engine.trainer.addons.tracking",
-                           "zae_engine.trainer.loop", "zae_mpu.addon", "zae_wandb.addon", "zae_neptune.addon")
+                           "zae_engine.trainer.loop", "zae_mpu.addon", "zae_wandb.addon", "zae_neptune.addon",
+                           "zae_tensorboard.addon", "zae_mlflow.addon", "tensorboardX", "mlflow")
         heavy = [m for m in sys.modules if m == "torch" or m in implementations]
         print(heavy)
         """

@@ -180,7 +180,7 @@ def test_toml_blocks_parse(outlines):
             tomllib.loads(block.text)
 
 
-FIRST_PARTY = ("zae-engine", "zae-mpu", "zae-wandb", "zae-neptune")
+FIRST_PARTY = ("zae-engine", "zae-mpu", "zae-wandb", "zae-neptune", "zae-tensorboard", "zae-mlflow")
 
 
 def test_guides_document_every_first_party_addon_keyword():

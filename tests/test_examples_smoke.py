@@ -23,7 +23,13 @@ from typer.testing import CliRunner
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = ROOT / "examples"
 SPECS = sorted((EXAMPLES / "specs").glob("*.yaml"))
-SPEC_PLUGINS = {"mpu.yaml": "zae_mpu", "wandb.yaml": "zae_wandb", "neptune.yaml": "zae_neptune"}
+SPEC_PLUGINS = {
+    "mpu.yaml": "zae_mpu",
+    "wandb.yaml": "zae_wandb",
+    "neptune.yaml": "zae_neptune",
+    "tensorboard.yaml": "zae_tensorboard",
+    "mlflow.yaml": "zae_mlflow",
+}
 SPAWNING_SPECS = {"mpu.yaml"}  # several processes: validated here, trained by examples/multi_gpu.py's test
 ZAE = [sys.executable, "-m", "zae_engine.cli"]
 
@@ -38,6 +44,7 @@ def needs(module: str):
 
 def quiet_env(**extra: str) -> dict[str, str]:
     env = {**os.environ, "WANDB_MODE": "offline", "WANDB_SILENT": "true", "PYTHONUNBUFFERED": "1"}
+    env["MLFLOW_DISABLE_TELEMETRY"] = "true"  # MLflow's client reports usage to its makers unless told not to
     env.update(extra)
     return env
 

@@ -12,6 +12,8 @@ PLUGINS = {
     "MultiGPUAddon": ("zae_mpu", "mpu"),
     "WandBLoggerAddon": ("zae_wandb", "wandb"),
     "NeptuneLoggerAddon": ("zae_neptune", "neptune"),
+    "TensorBoardLoggerAddon": ("zae_tensorboard", "tensorboard"),
+    "MLflowLoggerAddon": ("zae_mlflow", "mlflow"),
 }
 
 
@@ -28,7 +30,8 @@ def test_public_names_import():
 def test_core_imports_pull_in_no_tracker_client():
     result = run_python(
         "import sys, zae_engine, zae_engine.trainer, zae_engine.trainer.addons\n"
-        "bad = [m for m in ('wandb', 'neptune', 'zae_wandb', 'zae_neptune', 'zae_mpu') if m in sys.modules]\n"
+        "bad = [m for m in ('wandb', 'neptune', 'tensorboardX', 'mlflow', 'zae_wandb', 'zae_neptune', 'zae_mpu',\n"
+        "                   'zae_tensorboard', 'zae_mlflow') if m in sys.modules]\n"
         "print(bad)"
     )
     assert result.returncode == 0, result.stderr

@@ -61,6 +61,7 @@ def test_listing_and_configs_import_neither_torch_nor_any_add_on_module():
         implementations = ("zae_engine.trainer.addons.state_manager", "zae_engine.trainer.addons.ema",
                            "zae_engine.trainer.addons.early_stopping", "zae_engine.trainer.addons.tracking",
                            "zae_engine.trainer.loop", "zae_mpu.addon", "zae_wandb.addon", "zae_neptune.addon",
+                           "zae_tensorboard.addon", "zae_mlflow.addon",
                            "zae_broken_fixture.crashing")
         loaded = [m for m in sys.modules if m == "torch" or m in implementations]
         print(len(infos), sorted(configs), loaded)
@@ -127,7 +128,7 @@ def test_unknown_name_suggests_the_close_one():
 
 
 def test_the_registered_config_is_the_add_on_class_config():
-    for name in ("state_manager", "early_stopping", "ema", "mpu", "wandb", "neptune"):
+    for name in ("state_manager", "early_stopping", "ema", "mpu", "wandb", "neptune", "tensorboard", "mlflow"):
         assert registry.addon_config(name) is registry.get_addon(name).Config, name
 
 

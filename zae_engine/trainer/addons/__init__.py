@@ -1,8 +1,8 @@
 """Add-ons: the contract, the core add-ons, and import shims for the plugin add-ons.
 
 Importing this package is cheap (no torch): the contract (`AddOnBase`, `AddOnConfig`, `LauncherAddon`) and the
-core Configs load eagerly; every add-on class loads on first use (PEP 562). `MultiGPUAddon`, `WandBLoggerAddon`
-and `NeptuneLoggerAddon` live in separately installed plugins; importing them from here hands over the plugin's
+core Configs load eagerly; every add-on class loads on first use (PEP 562). `MultiGPUAddon`, `WandBLoggerAddon`,
+`NeptuneLoggerAddon`, `TensorBoardLoggerAddon` and `MLflowLoggerAddon` live in separately installed plugins; importing them from here hands over the plugin's
 class, or raises ImportError naming the pip extra that provides it.
 """
 

@@ -10,6 +10,8 @@ PLUGIN_CLASSES = {
     "MultiGPUAddon": ("zae_mpu", "mpu", "plugins/zae-mpu"),
     "WandBLoggerAddon": ("zae_wandb", "wandb", "plugins/zae-wandb"),
     "NeptuneLoggerAddon": ("zae_neptune", "neptune", "plugins/zae-neptune"),
+    "TensorBoardLoggerAddon": ("zae_tensorboard", "tensorboard", "plugins/zae-tensorboard"),
+    "MLflowLoggerAddon": ("zae_mlflow", "mlflow", "plugins/zae-mlflow"),
 }
 
 

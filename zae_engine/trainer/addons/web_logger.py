@@ -1,10 +1,10 @@
-"""Upstream import path for the tracker add-ons, served by the zae-wandb and zae-neptune plugins."""
+"""Upstream import path for the tracker add-ons, served by their plugins (zae-wandb, zae-neptune, ...)."""
 
 from typing import Any
 
 from zae_engine.trainer.addons._plugins import load_plugin_class
 
-_NAMES = ("WandBLoggerAddon", "NeptuneLoggerAddon")
+_NAMES = ("WandBLoggerAddon", "NeptuneLoggerAddon", "TensorBoardLoggerAddon", "MLflowLoggerAddon")
 
 
 def __getattr__(name: str) -> Any:
