@@ -111,10 +111,13 @@ class EMAAddon(AddOnBase):
     def on_epoch_end(self, epoch: int, summary: dict[str, Any]) -> None:
         trainer = self.trainer
         measured_on_ema = self.config.evaluate_with_ema and str(trainer.best.get("metric")).startswith("valid/")
-        improved = trainer.best.get("epoch") == epoch and trainer._best_weights is not None
+        improved = trainer.best.get("epoch") == epoch and trainer.config.keep_best_weights
         if measured_on_ema and improved and self.weights is not None:
-            # the best value was measured with the EMA weights, so those are the best weights to keep
-            trainer._best_weights = {k: v.detach().to("cpu", copy=True) for k, v in self.weights.items()}
+            # the best value was measured with the EMA weights, so those are the best weights to keep (every rank
+            # takes part: under a sharding strategy the average is sharded too)
+            weights = trainer.strategy.rank_zero_copy(self.weights)
+            if weights is not None:
+                trainer._best_weights = weights
 
     def on_run_end(self, error: BaseException | None) -> None:
         self._swap_out()

@@ -1,0 +1,311 @@
+"""How a rank holds the model: DDP (a whole replica per rank) or FSDP (FSDP2 shards); one object per kind.
+
+`rank.run_rank` makes one from the add-on's options once the process group is up, calls `setup(trainer, loader)`,
+lets the loop run (the loop asks `trainer.strategy` whether a micro-batch syncs, which loss scaler to use, how
+to copy weights whole), then calls `teardown(trainer, completed)` before leaving the group: the trainer holds
+the user's own module again, with the trained weights, and the user's optimizer holds whole state.
+
+FSDP never touches the user's module: it shards a copy made on the meta device (no memory), materialises only
+this rank's shards, and fills them from rank 0's weights. The user's optimizer is pointed at the sharded
+parameters for the run (so a scheduler bound to it keeps working) and back at the user's ones afterwards.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections import defaultdict
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any
+
+import torch
+import torch.distributed as dist
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+
+from zae_engine.errors import ConfigError
+from zae_engine.trainer.strategy import Strategy
+from zae_mpu.blocks import checkpoint_blocks, find_blocks, restore_blocks
+
+if TYPE_CHECKING:
+    from zae_engine.trainer.loop import Trainer
+    from zae_mpu.config import MultiGPUConfig
+
+_HALF = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def make_strategy(config: MultiGPUConfig, device: torch.device) -> DDPStrategy | FSDPStrategy:
+    return FSDPStrategy(config, device) if config.strategy == "fsdp" else DDPStrategy(config, device)
+
+
+def fsdp_available() -> bool:
+    try:
+        from torch.distributed.fsdp import fully_shard  # noqa: F401  (FSDP2: torch >= 2.6)
+    except ImportError:
+        return False
+    return True
+
+
+# ---------------------------------------------------------------------------------------------- DDP
+class DDPStrategy(Strategy):
+    """Every rank holds the whole model; DistributedDataParallel averages the gradients in backward."""
+
+    name = "ddp"
+
+    def __init__(self, config: MultiGPUConfig, device: torch.device) -> None:
+        self.config, self.device = config, device
+        self.user_model: nn.Module | None = None
+        self._patched: list[nn.Module] = []
+
+    def setup(self, trainer: Trainer, loader: Iterable) -> None:
+        trainer.set_device(self.device)
+        model = trainer.model.to(self.device)  # set_device moves nothing where the trainer named this device already
+        self.user_model = trainer.model = model
+        if self.config.activation_checkpointing:
+            self._patched = checkpoint_blocks(model, find_blocks(model, self.config.block_classes))
+        if any(p.requires_grad for p in model.parameters()):  # DDP refuses a module with nothing to train
+            options = {"find_unused_parameters": self.config.find_unused_parameters, **self.config.ddp_options}
+            device_ids = [self.device.index] if self.device.type == "cuda" else None
+            trainer.model = DistributedDataParallel(model, device_ids=device_ids, **options)
+        trainer.use_strategy(self)
+
+    def teardown(self, trainer: Trainer, completed: bool) -> None:
+        restore_blocks(self._patched)
+        self._patched = []
+        if self.user_model is not None:
+            trainer.model = self.user_model  # the user's module again: usable after the process group is gone
+        trainer.use_strategy(None)
+
+
+# ---------------------------------------------------------------------------------------------- FSDP
+class FSDPStrategy(Strategy):
+    """Parameters, gradients and optimizer state sharded over the ranks (FSDP2 `fully_shard`, DTensor)."""
+
+    name = "fsdp"
+    sharded = True
+
+    def __init__(self, config: MultiGPUConfig, device: torch.device) -> None:
+        self.config, self.device = config, device
+        self.user_model: nn.Module | None = None
+        self.module: nn.Module | None = None  # the sharded copy the loop trains
+        self._user_params: list[list[nn.Parameter]] = []
+        self._user_state: Any = None
+
+    # ------------------------------------------------------------------ setting up
+    def setup(self, trainer: Trainer, loader: Iterable) -> None:
+        if trainer.config.grad_accum_steps > 1 and trainer.mode == "train" and not _sized(loader):
+            raise ConfigError(
+                "MultiGPUAddon: strategy='fsdp' with grad_accum_steps > 1 needs a training loader with a length: a "
+                "group cut short by an unexpected end would hold gradients FSDP never reduced. Use a DataLoader over a "
+                "sized dataset (shard_data=True does), or grad_accum_steps=1"
+            )
+        if self.device.type == "cuda":
+            torch.cuda.set_device(self.device)
+        user = trainer.model
+        self.user_model = user
+        self.module = self._shard(user, trainer.config.precision)
+        self._point_optimizer_at_shards(trainer.optimizer, user, self.module)
+        trainer.model = self.module
+        trainer.use_strategy(self)
+        trainer.set_device(self.device, move_model=False)  # the shards are in place; the user's module stays put
+
+    def _shard(self, user: nn.Module, precision: str) -> nn.Module:
+        from torch.distributed.device_mesh import init_device_mesh
+        from torch.distributed.fsdp import CPUOffloadPolicy, MixedPrecisionPolicy, OffloadPolicy, fully_shard
+
+        blocks = find_blocks(user, self.config.block_classes)
+        module = meta_copy(user)
+        if self.config.activation_checkpointing:
+            checkpoint_blocks(module, blocks)
+        half = _HALF.get(precision)
+        policy = MixedPrecisionPolicy()
+        if half is not None:
+            policy = MixedPrecisionPolicy(
+                param_dtype=half, reduce_dtype=torch.float32 if self.config.reduce_in_fp32 else half
+            )
+        options = {
+            "mesh": init_device_mesh(self.device.type, (dist.get_world_size(),)),
+            "reshard_after_forward": self.config.reshard_after_forward,
+            "mp_policy": policy,
+            "offload_policy": CPUOffloadPolicy() if self.config.cpu_offload else OffloadPolicy(),
+        }
+        for name in blocks:  # children before parents, the root last
+            fully_shard(module.get_submodule(name), **options)
+        fully_shard(module, **options)
+        module.to_empty(device="cpu" if self.config.cpu_offload else self.device)  # only this rank's shards
+        _fill_from_rank_zero(module, user)
+        return module
+
+    def _point_optimizer_at_shards(self, optimizer: Any, user: nn.Module, module: nn.Module) -> None:
+        """The user's optimizer updates the shards for the run; its state, if any, is sharded like them."""
+        if optimizer is None:
+            return
+        names = {id(p): name for name, p in user.named_parameters()}
+        shards = dict(module.named_parameters())
+        strangers = [p for group in optimizer.param_groups for p in group["params"] if id(p) not in names]
+        if strangers:
+            raise ConfigError(
+                f"MultiGPUAddon: the optimizer updates {len(strangers)} tensor(s) that are not parameters of the model "
+                f"(first of shape {tuple(strangers[0].shape)}); strategy='fsdp' shards the model's parameters only. "
+                "Make them parameters of the model (an nn.Parameter attribute), or use strategy='ddp'"
+            )
+        self._user_params = [list(group["params"]) for group in optimizer.param_groups]
+        self._user_state = optimizer.state
+        state: defaultdict = defaultdict(dict)
+        for param, values in optimizer.state.items():
+            shard = shards[names[id(param)]]
+            state[shard] = {key: _shard_like(value, param, shard) for key, value in values.items()}
+        for group in optimizer.param_groups:
+            group["params"] = [shards[names[id(p)]] for p in group["params"]]
+        optimizer.state = state
+
+    # ------------------------------------------------------------------ what the loop asks
+    def no_sync(self, model: nn.Module) -> Any:
+        return self._accumulating()
+
+    @contextmanager
+    def _accumulating(self) -> Iterator[None]:
+        """No reduce-scatter, and parameters kept gathered, until the group's last micro-batch."""
+        module = self.module
+        module.set_requires_gradient_sync(False)
+        module.set_reshard_after_backward(False)
+        try:
+            yield
+        finally:
+            module.set_requires_gradient_sync(True)
+            module.set_reshard_after_backward(True)
+
+    def grad_scaler(self, device_type: str, enabled: bool) -> torch.amp.GradScaler:
+        from torch.distributed.fsdp.sharded_grad_scaler import ShardedGradScaler
+
+        return ShardedGradScaler(device_type, enabled=enabled)  # an overflow in one rank's shard skips every rank
+
+    def rank_zero_copy(self, tensors: Mapping[str, torch.Tensor], copy: bool = True) -> dict[str, torch.Tensor] | None:
+        rank_zero = dist.get_rank() == 0
+        out: dict[str, torch.Tensor] | None = {} if rank_zero else None
+        with torch.no_grad():
+            for key, value in tensors.items():
+                value = whole(value)  # a collective for a shard: every rank, in the same order
+                if out is not None:
+                    out[key] = value.detach().to("cpu", copy=copy)
+        return out
+
+    # ------------------------------------------------------------------ tearing down
+    def teardown(self, trainer: Trainer, completed: bool) -> None:
+        """Give the trainer the user's objects back, trained (whole again) when the run completed on every rank."""
+        if self.user_model is None:
+            return
+        addon_states: dict[str, Any] = {}
+        if completed and self.module is not None:  # every rank got here: the gathers below meet
+            with torch.no_grad():
+                _copy_whole(self.module, self.user_model)
+                self._optimizer_back(trainer.optimizer, gather=True)
+                for name, addon in trainer.addons.items():
+                    state = addon.state_dict()
+                    if _holds_shards(state):
+                        addon_states[name] = whole_tree(state)
+        else:
+            self._optimizer_back(trainer.optimizer, gather=False)
+        trainer.model = self.user_model
+        trainer.use_strategy(None)
+        for name, state in addon_states.items():
+            trainer.addons[name].load_state_dict(state)
+        self.module = None
+
+    def _optimizer_back(self, optimizer: Any, gather: bool) -> None:
+        if optimizer is None or not self._user_params:
+            return
+        if gather:
+            state: defaultdict = defaultdict(dict)
+            for group, params in zip(optimizer.param_groups, self._user_params):
+                for shard, param in zip(group["params"], params):
+                    if shard in optimizer.state:
+                        state[param] = {k: _on(whole(v), param) for k, v in optimizer.state[shard].items()}
+        else:
+            state = self._user_state  # the run failed: the optimizer is as it was before run()
+        for group, params in zip(optimizer.param_groups, self._user_params):
+            group["params"] = params
+        optimizer.state = state
+        self._user_params, self._user_state = [], None
+
+
+# ---------------------------------------------------------------------------------------------- helpers
+def meta_copy(module: nn.Module) -> nn.Module:
+    """A copy of `module` whose parameters and buffers are on the meta device: its structure at no memory cost.
+
+    Ties survive (a shared parameter maps to one meta parameter); the original is not touched.
+    """
+    memo: dict[int, Any] = {}
+    for param in module.parameters():
+        memo[id(param)] = nn.Parameter(torch.empty_like(param, device="meta"), requires_grad=param.requires_grad)
+    for buffer in module.buffers():
+        memo[id(buffer)] = torch.empty_like(buffer, device="meta")
+    return copy.deepcopy(module, memo)
+
+
+def _fill_from_rank_zero(module: nn.Module, user: nn.Module) -> None:
+    """Rank 0's weights into every rank's shards, and rank 0's buffers everywhere (as DDP starts)."""
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict
+
+    options = StateDictOptions(full_state_dict=True, broadcast_from_rank0=True)
+    set_model_state_dict(module, user.state_dict(), options=options)
+    with torch.no_grad():
+        for name, buffer in user.named_buffers():  # non-persistent ones too: they are not in the state dict
+            target = module.get_buffer(name)
+            target.copy_(buffer)
+            dist.broadcast(target, src=0)
+
+
+def _copy_whole(module: nn.Module, user: nn.Module) -> None:
+    for name, shard in module.named_parameters():
+        user.get_parameter(name).copy_(whole(shard))
+    for name, buffer in module.named_buffers():
+        user.get_buffer(name).copy_(buffer)
+
+
+def whole(value: Any) -> Any:
+    """The whole tensor behind a shard (a collective); anything else as it is."""
+    from torch.distributed.tensor import DTensor
+
+    return value.full_tensor() if isinstance(value, DTensor) else value
+
+
+def whole_tree(tree: Any) -> Any:
+    """`tree` with every shard replaced by its whole tensor; every rank must walk the same tree."""
+    if isinstance(tree, dict):
+        return {key: whole_tree(value) for key, value in tree.items()}
+    if isinstance(tree, (list, tuple)):
+        return type(tree)(whole_tree(value) for value in tree)
+    return whole(tree)
+
+
+def _holds_shards(tree: Any) -> bool:
+    from torch.distributed.tensor import DTensor
+
+    if isinstance(tree, dict):
+        return any(_holds_shards(value) for value in tree.values())
+    if isinstance(tree, (list, tuple)):
+        return any(_holds_shards(value) for value in tree)
+    return isinstance(tree, DTensor)
+
+
+def _shard_like(value: Any, param: torch.Tensor, shard: torch.Tensor) -> Any:
+    """An optimizer state tensor shaped like its parameter, sharded like that parameter (locally: no traffic)."""
+    from torch.distributed.tensor import distribute_tensor
+
+    if not isinstance(value, torch.Tensor) or value.dim() == 0 or value.shape != param.shape:
+        return value
+    local = value.detach().to(shard.device)
+    return distribute_tensor(local, shard.device_mesh, shard.placements, src_data_rank=None)
+
+
+def _on(value: Any, param: torch.Tensor) -> Any:
+    return value.detach().to(param.device) if isinstance(value, torch.Tensor) and value.dim() else value
+
+
+def _sized(loader: Iterable) -> bool:
+    try:
+        len(loader)  # type: ignore[arg-type]
+    except TypeError:
+        return False
+    return True
