@@ -104,7 +104,7 @@ class Trainer(ABC, metaclass=compose.TrainerMeta):
         self.best: dict[str, Any] = {"metric": None, "value": math.inf, "epoch": None}
         self._best_weights: dict[str, torch.Tensor] | None = None
         self._scaler: torch.amp.GradScaler | None = None  # made by _place, for the device
-        self.strategy = Strategy()  # where the model's state lives; a launcher swaps in its own for a run
+        self.strategy = Strategy()  # where the model's state lives: a launcher puts its own in place for a run
         self._display: NullDisplay = NullDisplay()
         self._interrupt: str | None = None
         self.should_stop = False  # set by add-ons (e.g. early stopping) to end the run after this epoch
@@ -251,14 +251,9 @@ class Trainer(ABC, metaclass=compose.TrainerMeta):
         dtype = _AMP_DTYPES[precision]
         self._amp = _NO_CONTEXT if dtype is None else torch.autocast(device.type, dtype=dtype)
         scale = self._scaler.state_dict() if getattr(self, "_scaler", None) is not None else None
-        self._scaler = self.strategy.grad_scaler(device.type, enabled=precision == "fp16")
+        self._scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16")
         if scale:
             self._scaler.load_state_dict(scale)
-
-    def use_strategy(self, strategy: Strategy | None) -> None:
-        """Launchers: train with `strategy` (None: back to one process); the gradient scaler follows it."""
-        self.strategy = strategy or Strategy()
-        self._set_up_precision()
 
     def reconfigure(self, **options: Any) -> None:
         """Replace some of the Trainer's options (validated like the constructor's); not while `run()` is going."""

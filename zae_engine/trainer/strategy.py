@@ -1,11 +1,10 @@
 """What the loop asks about where the model's state lives, so it never checks for DDP or FSDP itself.
 
 `trainer.strategy` is this base outside distributed runs: one process, every tensor whole. A launcher add-on
-(zae-mpu) puts its own strategy in place for the length of a run through `trainer.use_strategy(...)`; the loop
-and the core add-ons call only the methods below, at the few points where the layout matters:
+(zae-mpu) puts its own strategy in place for the length of a run (and this base back afterwards); the loop and
+the core add-ons call only the methods below, at the few points where the layout matters:
 
 - `no_sync(model)`: around the early micro-batches of an accumulation group (gradients stay local);
-- `grad_scaler(...)`: the fp16 loss scaler (under sharding, ranks must agree on an overflow);
 - `rank_zero_copy(tensors)`: whole CPU tensors for rank 0 (best weights, `save_model`); a collective when sharded;
 - `sharded`: model and optimizer state are split across ranks, so checkpoints are written by every rank.
 """
@@ -36,9 +35,6 @@ class Strategy:
         if getattr(model, "no_sync", None) is not None and is_distributed():
             return model.no_sync()  # a DDP model wrapped by the user: skip its all-reduce
         return _NO_CONTEXT
-
-    def grad_scaler(self, device_type: str, enabled: bool) -> torch.amp.GradScaler:
-        return torch.amp.GradScaler(device_type, enabled=enabled)
 
     def rank_zero_copy(self, tensors: Mapping[str, torch.Tensor], copy: bool = True) -> dict[str, torch.Tensor] | None:
         """Whole, detached CPU tensors on rank 0 (None on the others); every rank calls it.

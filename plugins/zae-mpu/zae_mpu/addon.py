@@ -22,7 +22,7 @@ from zae_mpu.ports import store_address
 from zae_mpu.rank import RankPlan, default_backend, launched_by_torchrun, run_rank
 from zae_mpu.slurm import slurm_task
 from zae_mpu.spawn import SpawnPlan, spawn_run
-from zae_mpu.strategies import fsdp_available
+from zae_mpu.strategies import check_fsdp, check_fsdp_loader, fsdp_available
 
 if TYPE_CHECKING:
     from collections.abc import Iterable
@@ -42,7 +42,8 @@ class MultiGPUAddon(LauncherAddon):
         self.samplers: tuple[DistributedSampler, ...] = ()  # this rank's samplers, re-seeded every epoch
 
     def on_attach(self) -> None:
-        """Refuse now what could not run: FSDP2 missing from this torch, host offload without CUDA."""
+        """Refuse now what could not run: FSDP2 missing from this torch, host offload without CUDA, blocks or
+        optimized tensors FSDP cannot shard."""
         if self.config.strategy != "fsdp":
             return
         if not fsdp_available():
@@ -55,6 +56,7 @@ class MultiGPUAddon(LauncherAddon):
                 "MultiGPUAddon: cpu_offload=True moves FSDP's shards from CUDA devices to host memory, but this run "
                 "trains on the CPU, where they already are; drop cpu_offload"
             )
+        check_fsdp(self.trainer)
 
     def on_epoch_start(self, epoch: int) -> None:
         for sampler in self.samplers:
@@ -71,6 +73,8 @@ class MultiGPUAddon(LauncherAddon):
             return run_rank(trainer, plan, n_epoch, loader, valid_loader, total)
         if len(trainer.devices) == 1:
             return trainer.run_in_process(n_epoch, loader, valid_loader, total=total)
+        if self.config.strategy == "fsdp" and not self.config.shard_data:
+            check_fsdp_loader(trainer, loader)  # before any worker starts
         devices = tuple(str(d) for d in trainer.devices)
         world = len(devices)
         plan = SpawnPlan(

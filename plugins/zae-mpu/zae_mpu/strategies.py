@@ -1,8 +1,8 @@
 """How a rank holds the model: DDP (a whole replica per rank) or FSDP (FSDP2 shards); one object per kind.
 
 `rank.run_rank` makes one from the add-on's options once the process group is up, calls `setup(trainer, loader)`,
-lets the loop run (the loop asks `trainer.strategy` whether a micro-batch syncs, which loss scaler to use, how
-to copy weights whole), then calls `teardown(trainer, completed)` before leaving the group: the trainer holds
+lets the loop run (the loop asks `trainer.strategy` whether a micro-batch syncs and how to copy weights whole;
+an fp16 loss scaler needs nothing: DTensor's inf check agrees across ranks by itself), then calls `teardown(trainer, completed)` before leaving the group: the trainer holds
 the user's own module again, with the trained weights, and the user's optimizer holds whole state.
 
 FSDP never touches the user's module: it shards a copy made on the meta device (no memory), materialises only
@@ -67,14 +67,14 @@ class DDPStrategy(Strategy):
             options = {"find_unused_parameters": self.config.find_unused_parameters, **self.config.ddp_options}
             device_ids = [self.device.index] if self.device.type == "cuda" else None
             trainer.model = DistributedDataParallel(model, device_ids=device_ids, **options)
-        trainer.use_strategy(self)
+        trainer.strategy = self
 
     def teardown(self, trainer: Trainer, completed: bool) -> None:
         restore_blocks(self._patched)
         self._patched = []
         if self.user_model is not None:
             trainer.model = self.user_model  # the user's module again: usable after the process group is gone
-        trainer.use_strategy(None)
+        trainer.strategy = Strategy()
 
 
 # ---------------------------------------------------------------------------------------------- FSDP
@@ -93,12 +93,7 @@ class FSDPStrategy(Strategy):
 
     # ------------------------------------------------------------------ setting up
     def setup(self, trainer: Trainer, loader: Iterable) -> None:
-        if trainer.config.grad_accum_steps > 1 and trainer.mode == "train" and not _sized(loader):
-            raise ConfigError(
-                "MultiGPUAddon: strategy='fsdp' with grad_accum_steps > 1 needs a training loader with a length: a "
-                "group cut short by an unexpected end would hold gradients FSDP never reduced. Use a DataLoader over a "
-                "sized dataset (shard_data=True does), or grad_accum_steps=1"
-            )
+        check_fsdp_loader(trainer, loader)
         if self.device.type == "cuda":
             torch.cuda.set_device(self.device)
         user = trainer.model
@@ -106,7 +101,7 @@ class FSDPStrategy(Strategy):
         self.module = self._shard(user, trainer.config.precision)
         self._point_optimizer_at_shards(trainer.optimizer, user, self.module)
         trainer.model = self.module
-        trainer.use_strategy(self)
+        trainer.strategy = self
         trainer.set_device(self.device, move_model=False)  # the shards are in place; the user's module stays put
 
     def _shard(self, user: nn.Module, precision: str) -> nn.Module:
@@ -140,15 +135,9 @@ class FSDPStrategy(Strategy):
         """The user's optimizer updates the shards for the run; its state, if any, is sharded like them."""
         if optimizer is None:
             return
+        check_fsdp_optimizer(optimizer, user)
         names = {id(p): name for name, p in user.named_parameters()}
         shards = dict(module.named_parameters())
-        strangers = [p for group in optimizer.param_groups for p in group["params"] if id(p) not in names]
-        if strangers:
-            raise ConfigError(
-                f"MultiGPUAddon: the optimizer updates {len(strangers)} tensor(s) that are not parameters of the model "
-                f"(first of shape {tuple(strangers[0].shape)}); strategy='fsdp' shards the model's parameters only. "
-                "Make them parameters of the model (an nn.Parameter attribute), or use strategy='ddp'"
-            )
         self._user_params = [list(group["params"]) for group in optimizer.param_groups]
         self._user_state = optimizer.state
         state: defaultdict = defaultdict(dict)
@@ -174,11 +163,6 @@ class FSDPStrategy(Strategy):
         finally:
             module.set_requires_gradient_sync(True)
             module.set_reshard_after_backward(True)
-
-    def grad_scaler(self, device_type: str, enabled: bool) -> torch.amp.GradScaler:
-        from torch.distributed.fsdp.sharded_grad_scaler import ShardedGradScaler
-
-        return ShardedGradScaler(device_type, enabled=enabled)  # an overflow in one rank's shard skips every rank
 
     def rank_zero_copy(self, tensors: Mapping[str, torch.Tensor], copy: bool = True) -> dict[str, torch.Tensor] | None:
         rank_zero = dist.get_rank() == 0
@@ -207,7 +191,7 @@ class FSDPStrategy(Strategy):
         else:
             self._optimizer_back(trainer.optimizer, gather=False)
         trainer.model = self.user_model
-        trainer.use_strategy(None)
+        trainer.strategy = Strategy()
         for name, state in addon_states.items():
             trainer.addons[name].load_state_dict(state)
         self.module = None
@@ -227,6 +211,36 @@ class FSDPStrategy(Strategy):
             group["params"] = params
         optimizer.state = state
         self._user_params, self._user_state = [], None
+
+
+# ---------------------------------------------------------------------------------------------- checks
+def check_fsdp(trainer: Trainer) -> None:
+    """What FSDP cannot do with this trainer, said before anything starts."""
+    config = trainer.addon("mpu").config
+    find_blocks(trainer.model, config.block_classes)  # names every class it cannot find
+    check_fsdp_optimizer(trainer.optimizer, trainer.model)
+
+
+def check_fsdp_optimizer(optimizer: Any, model: nn.Module) -> None:
+    if optimizer is None:
+        return
+    owned = {id(p) for p in model.parameters()}
+    strangers = [p for group in optimizer.param_groups for p in group["params"] if id(p) not in owned]
+    if strangers:
+        raise ConfigError(
+            f"MultiGPUAddon: the optimizer updates {len(strangers)} tensor(s) that are not parameters of the model "
+            f"(the first of shape {tuple(strangers[0].shape)}); strategy='fsdp' shards the model's parameters only. "
+            "Make them parameters of the model (an nn.Parameter attribute of a module), or use strategy='ddp'"
+        )
+
+
+def check_fsdp_loader(trainer: Trainer, loader: Iterable) -> None:
+    if trainer.config.grad_accum_steps > 1 and trainer.mode == "train" and not _sized(loader):
+        raise ConfigError(
+            "MultiGPUAddon: strategy='fsdp' with grad_accum_steps > 1 needs a training loader with a length: a group "
+            "cut short by an unexpected end would hold gradients FSDP never reduced. Use a DataLoader over a sized "
+            "dataset (shard_data=True makes one), or grad_accum_steps=1"
+        )
 
 
 # ---------------------------------------------------------------------------------------------- helpers
