@@ -169,7 +169,7 @@ def test_ls_bad_input_is_one_message(tmp_path, runs):
     (tmp_path / "file.txt").write_text("x")
     one_clean_error(zae("checkpoint", "ls", tmp_path / "file.txt"), "is a file")
     (tmp_path / "manifest.json").write_text("{not json")
-    one_clean_error(zae("checkpoint", "ls", tmp_path), "manifest.json", "not JSON")
+    one_clean_error(zae("checkpoint", "ls", tmp_path), "manifest.json", "not valid JSON")
 
 
 # ---------------------------------------------------------------------------------------------- verify

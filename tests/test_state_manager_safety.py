@@ -13,6 +13,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from zae_engine.checkpoint.formats import _fingerprint
+from zae_engine.checkpoint.lock import LOCK_NAME
 from zae_engine.checkpoint.tree import join_tensors, split_tensors
 from zae_engine.errors import CheckpointError
 from zae_engine.testing import SeparableTrainer, make_dataset
@@ -196,7 +197,7 @@ def test_state_manager_refuses_to_save_what_it_could_not_load_safely(tmp_path):
         trainer.addon("state_manager").config.save_format = save_format
         with pytest.raises(CheckpointError, match=r"state\.addons\.opaque\.handle: a builtins\.object"):
             trainer.save_state()
-    assert sorted(p.name for p in tmp_path.iterdir()) == []  # no folder, no temp, no manifest
+    assert sorted(p.name for p in tmp_path.iterdir()) == [LOCK_NAME]  # no folder, no temp, no manifest
 
 
 def test_state_manager_tree_round_trip_is_exact():

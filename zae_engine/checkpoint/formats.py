@@ -5,30 +5,46 @@ A folder holds `checkpoint.json` (what, when, and the size and SHA-256 of every 
 - ``safetensors``: `model.safetensors` (the model's weights, plain keys: `trainer.apply_weights(path)` reads it),
   `state.safetensors` (every other tensor: optimizer moments, RNG states, ...) and `state.json` (everything
   else, with references to those tensors; see `zae_engine.checkpoint.tree`).
-- ``ckpt``: `state.ckpt`, one `torch.save` file, read back with `torch.load(weights_only=True)`.
+- ``ckpt``: `state.ckpt`, one `torch.save` file of ``{"tensors": {key: tensor}, "skeleton_json": "..."}``: the
+  same flat tensors and JSON skeleton as the safetensors format, read back with `torch.load(weights_only=True)`.
+  Holding no nested Python containers, it cannot carry a pickle of shared references that expands to 2**60
+  values or a list that contains itself; whatever else its pickle holds is refused after one shallow look.
+  Files written by version 0.1 (the state pickled as nested containers) are still read, through a bounded walk.
 
-Reading checks sizes and hashes first (a truncated or swapped file is named before any parser sees it), then
-parses with loaders that cannot run code.
+Reading checks sizes, then hashes (a truncated or swapped file is named before any parser sees it, a 64 GiB
+file is refused before a byte is hashed), then parses with loaders that cannot run code. No file in the folder
+may be a symbolic link.
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import pickle
+import re
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import torch
 
-from zae_engine.checkpoint.tree import check_tree, join_tensors, split_tensors
+from zae_engine.checkpoint.failures import first_line, read_failure
+from zae_engine.checkpoint.tree import check_bounded, join_tensors, split_tensors
+from zae_engine.checkpoint.untrusted import (
+    MAX_JSON_BYTES,
+    check_size,
+    dump_json,
+    open_regular,
+    parse_json,
+    read_json,
+)
 from zae_engine.errors import CheckpointError
 
 META_NAME = "checkpoint.json"
 META_FORMAT = "zae-engine checkpoint"
 FILES = {"safetensors": ("model.safetensors", "state.safetensors", "state.json"), "ckpt": ("state.ckpt",)}
+#: the two keys of a `state.ckpt` (version 0.2 on): flat tensors and the JSON skeleton that refers to them
+CKPT_KEYS = frozenset({"tensors", "skeleton_json"})
 
 
 # ---------------------------------------------------------------------------------------------- writing
@@ -45,21 +61,22 @@ def write_checkpoint(folder: Path, state: dict[str, Any], meta: dict[str, Any], 
         _, model_tensors = split_tensors(dict(model), "model")
         rest = {k: v for k, v in state.items() if k != "model"}
         skeleton, tensors = split_tensors(rest)
+        text = dump_json(skeleton, "the state of the checkpoint")
         save_file({k.removeprefix("model."): v for k, v in model_tensors.items()}, str(folder / "model.safetensors"))
         save_file(tensors, str(folder / "state.safetensors"))
-        _write_text(folder / "state.json", json.dumps(skeleton, allow_nan=False))
+        _write_text(folder / "state.json", text)
     elif save_format == "ckpt":
-        check_tree(state)  # refuse now what torch.load(weights_only=True) would refuse later
-        plain = dict(state, model={k: v.detach().to("cpu") for k, v in model.items()})
-        torch.save(plain, folder / "state.ckpt")
+        skeleton, tensors = split_tensors(state)
+        text = dump_json(skeleton, "the state of the checkpoint")
+        with open(folder / "state.ckpt", "wb") as handle:  # a Python file: a full disk surfaces as OSError(ENOSPC)
+            torch.save({"tensors": tensors, "skeleton_json": text}, handle)
     else:
         raise CheckpointError(f"unknown save_format {save_format!r}; use 'ckpt' or 'safetensors'")
     for name in FILES[save_format]:
         _fsync(folder / name)
     files = {name: _fingerprint(folder / name) for name in FILES[save_format]}
-    _write_text(
-        folder / META_NAME, json.dumps(dict(meta, format=META_FORMAT, save_format=save_format, files=files), indent=2)
-    )
+    record = dict(meta, format=META_FORMAT, save_format=save_format, files=files)
+    _write_text(folder / META_NAME, dump_json(record, str(folder / META_NAME), indent=2))
     _fsync(folder / META_NAME)
 
 
@@ -74,27 +91,29 @@ def _fsync(path: Path) -> None:
 
 
 def _fingerprint(path: Path) -> dict[str, Any]:
-    digest = hashlib.sha256()
     with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return {"bytes": path.stat().st_size, "sha256": digest.hexdigest()}
+        return {"bytes": os.fstat(handle.fileno()).st_size, "sha256": _sha256(handle)}
+
+
+def _sha256(handle: IO[bytes]) -> str:
+    digest = hashlib.sha256()
+    for chunk in iter(lambda: handle.read(1 << 20), b""):
+        digest.update(chunk)
+    return digest.hexdigest()
 
 
 # ---------------------------------------------------------------------------------------------- reading
 def is_checkpoint_folder(path: Path) -> bool:
-    return path.is_dir() and (path / META_NAME).is_file()
+    """A folder holding something named checkpoint.json (whether that is sound is read_meta's question)."""
+    return path.is_dir() and os.path.lexists(path / META_NAME)
 
 
 def read_meta(folder: Path) -> dict[str, Any]:
     """`checkpoint.json` of `folder`, checked to be ours."""
     path = folder / META_NAME
-    if not path.is_file():
+    if not os.path.lexists(path):
         raise CheckpointError(f"{str(folder)!r} is not a checkpoint folder: it has no {META_NAME}")
-    try:
-        meta = json.loads(path.read_bytes().decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise CheckpointError(f"{str(path)!r} is not valid JSON ({exc}); the checkpoint is damaged") from None
+    meta = read_json(path, "checkpoint record")
     if not isinstance(meta, dict) or meta.get("format") != META_FORMAT:
         raise CheckpointError(f"{str(path)!r} was not written by zae-engine (no 'format': {META_FORMAT!r})")
     if meta.get("save_format") not in FILES or not isinstance(meta.get("files"), dict):
@@ -106,17 +125,20 @@ def read_checkpoint(folder: Path) -> tuple[dict[str, Any], dict[str, Any]]:
     """(state, meta) of a checkpoint folder; every file is verified against checkpoint.json before parsing."""
     meta = read_meta(folder)
     save_format = meta["save_format"]
-    for name in FILES[save_format]:
-        _verify(folder / name, meta["files"].get(name))
     if save_format == "ckpt":
-        return read_torch_file(folder / "state.ckpt"), meta
+        path = folder / "state.ckpt"
+        with open_regular(path) as handle:
+            verify(handle, path, meta["files"].get("state.ckpt"))
+            return read_torch_state(handle, path), meta
+    for name in FILES[save_format]:
+        with open_regular(folder / name) as handle:
+            if name.endswith(".json"):  # capped before hashing too: its recorded size proves nothing
+                check_size(handle, folder / name, MAX_JSON_BYTES, "checkpoint state")
+            verify(handle, folder / name, meta["files"].get(name))
     model = _load_safetensors(folder / "model.safetensors")
     tensors = _load_safetensors(folder / "state.safetensors")
     json_path = folder / "state.json"
-    try:
-        skeleton = json.loads(json_path.read_bytes().decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise CheckpointError(f"{str(json_path)!r} is not valid JSON ({exc}); the checkpoint is damaged") from None
+    skeleton = read_json(json_path, "checkpoint state")
     state = join_tensors(skeleton, tensors, repr(str(json_path)))
     if not isinstance(state, dict):
         raise CheckpointError(f"{str(json_path)!r} does not hold a checkpoint state (a JSON object)")
@@ -124,18 +146,23 @@ def read_checkpoint(folder: Path) -> tuple[dict[str, Any], dict[str, Any]]:
     return check_state(state, repr(str(folder))), meta
 
 
-def _verify(path: Path, expected: Any) -> None:
-    if not path.is_file():
-        raise CheckpointError(f"checkpoint file {str(path)!r} is missing; the checkpoint is incomplete")
+def verify(handle: IO[bytes], path: Path, expected: Any) -> None:
+    """Check an open file against its record in checkpoint.json: the size first (free), then the SHA-256."""
     if not isinstance(expected, dict):
         raise CheckpointError(f"{str(path.parent / META_NAME)!r} does not list {path.name}; the checkpoint is damaged")
-    actual = _fingerprint(path)
-    if actual["bytes"] != expected.get("bytes"):
+    size = os.fstat(handle.fileno()).st_size
+    if size != expected.get("bytes"):
         raise CheckpointError(
-            f"checkpoint file {str(path)!r} has {actual['bytes']} bytes but {expected.get('bytes')} were saved: "
+            f"checkpoint file {str(path)!r} has {size} bytes but {expected.get('bytes')} were saved: "
             "it is truncated or was replaced. Load another checkpoint"
         )
-    if actual["sha256"] != expected.get("sha256"):
+    try:
+        digest = _sha256(handle)
+    except OSError as exc:
+        raise read_failure(path, exc) from exc
+    finally:
+        handle.seek(0)
+    if digest != expected.get("sha256"):
         raise CheckpointError(
             f"checkpoint file {str(path)!r} does not match the SHA-256 recorded when it was saved: it was changed "
             "or corrupted. Load another checkpoint"
@@ -147,38 +174,79 @@ def _load_safetensors(path: Path) -> dict[str, torch.Tensor]:
 
     try:
         return load_file(str(path), device="cpu")
-    except Exception as exc:  # SafetensorError, OSError, ... for a bad file
+    except Exception as exc:  # SafetensorError, OSError, MemoryError... for a bad file
         raise CheckpointError(
-            f"{str(path)!r} is not a readable safetensors file ({type(exc).__name__}: {_first_line(exc)}); "
+            f"{str(path)!r} is not a readable safetensors file ({type(exc).__name__}: {first_line(exc)}); "
             "it is truncated, corrupt or not a checkpoint. Nothing from it was executed"
-        ) from None
+        ) from exc
 
 
-def read_torch_file(path: Path) -> dict[str, Any]:
-    """A `state.ckpt` read with torch.load(weights_only=True): objects that could run code are refused."""
+_UNSAFE_GLOBAL = re.compile(r"GLOBAL ([\w.]+)")
+
+
+def load_torch_file(source: IO[bytes] | Path, path: Path, what: str = "checkpoint") -> Any:
+    """torch.load(weights_only=True) of an untrusted file; refusals and failures said in our words."""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # torch warns about pickle protocols of foreign files: noise here
-            state = torch.load(path, map_location="cpu", weights_only=True)
+            return torch.load(source, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
-        lines = [line.strip() for line in str(exc).splitlines()]
-        detail = next((line for line in lines if "unsupported" in line.lower()), "not allowed by weights_only=True")
+        found = _UNSAFE_GLOBAL.search(str(exc))
+        held = f"a pickled Python object ({found.group(1)})" if found else "pickled data other than tensors"
         raise CheckpointError(
-            f"{str(path)!r} was refused: it holds Python objects a checkpoint may not contain ({detail[:200]}). "
-            "Nothing from it was executed. Only load checkpoints written by zae-engine from a source you trust"
-        ) from None
-    except Exception as exc:
+            f"{str(path)!r} was refused: it holds {held}, which a {what} may not contain; loading it could run code. "
+            "Nothing from it was executed. Only load files written by zae-engine or torch.save of plain tensors"
+        ) from exc
+    except Exception as exc:  # zip errors (RuntimeError), OSError, MemoryError on absurd sizes, ...
         raise CheckpointError(
-            f"{str(path)!r} is not a readable checkpoint ({type(exc).__name__}: {_first_line(exc)}); "
+            f"{str(path)!r} is not a readable {what} ({type(exc).__name__}: {first_line(exc)}); "
             "it is truncated, corrupt or not a torch file. Nothing from it was executed"
-        ) from None
-    return check_state(state, repr(str(path)))
+        ) from exc
+
+
+def read_torch_file(path: Path) -> dict[str, Any]:
+    """A bare `.ckpt` file the user named (a link the user made is followed), read with weights_only=True."""
+    with open_regular(path, "checkpoint file", follow=True) as handle:
+        return read_torch_state(handle, path)
+
+
+def read_torch_state(handle: IO[bytes], path: Path) -> dict[str, Any]:
+    """The trainer state in an open `.ckpt` file: tensors + JSON skeleton, or a version 0.1 nested state."""
+    source = repr(str(path))
+    loaded = load_torch_file(handle, path)
+    if isinstance(loaded, dict) and loaded.keys() == CKPT_KEYS:
+        tensors, text = loaded["tensors"], loaded["skeleton_json"]
+        if not isinstance(text, str) or not isinstance(tensors, dict):
+            raise CheckpointError(f"{source} is damaged: 'tensors' must be a dict and 'skeleton_json' a string")
+        if len(text) > MAX_JSON_BYTES:
+            raise CheckpointError(
+                f"{source} has a JSON skeleton over {MAX_JSON_BYTES >> 20} MiB; it is not one we wrote"
+            )
+        if not all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in tensors.items()):
+            raise CheckpointError(f"{source} is damaged: 'tensors' must map names to tensors")
+        state = join_tensors(parse_json(text, source, "checkpoint state"), tensors, source)
+    else:
+        check_bounded(loaded, source)  # version 0.1: nested containers straight from the pickle
+        state = loaded
+    return check_state(state, source)
+
+
+#: top-level parts of a state and the type each must have (None is allowed for all)
+_PART_TYPES = {
+    "optimizer": dict,
+    "scheduler": dict,
+    "scaler": dict,
+    "best": dict,
+    "addons": dict,
+    "rng": dict,
+    "history": list,
+}
 
 
 def check_state(state: Any, source: str) -> dict[str, Any]:
     """Make sure a parsed file has the shape of a trainer checkpoint before anything is loaded from it."""
     if not isinstance(state, dict) or "model" not in state or "progress" not in state:
-        keys = sorted(state)[:8] if isinstance(state, dict) else type(state).__name__
+        keys = sorted(map(str, state))[:8] if isinstance(state, dict) else type(state).__name__
         raise CheckpointError(
             f"{source} is not a zae-engine checkpoint (expected keys 'model' and 'progress', found {keys}); "
             "for bare weights use trainer.apply_weights(path)"
@@ -187,11 +255,13 @@ def check_state(state: Any, source: str) -> dict[str, Any]:
     if not isinstance(model, dict) or not all(isinstance(v, torch.Tensor) for v in model.values()):
         raise CheckpointError(f"{source}: 'model' is not a state dict of tensors")
     progress = state["progress"]
-    if not isinstance(progress, dict) or not all(isinstance(progress.get(k), int) for k in ("epoch", "step")):
+    if not isinstance(progress, dict) or not all(type(progress.get(k)) is int for k in ("epoch", "step")):
         raise CheckpointError(f"{source}: 'progress' must hold whole numbers 'epoch' and 'step'")
+    for part, kind in _PART_TYPES.items():
+        value = state.get(part)
+        if value is not None and not isinstance(value, kind):
+            raise CheckpointError(
+                f"{source}: {part!r} must be a {kind.__name__} (or null), not a {type(value).__name__}; "
+                "the checkpoint is damaged or was not written by zae-engine"
+            )
     return state
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return (text.splitlines()[0] if text else type(exc).__name__)[:200]

@@ -2,12 +2,13 @@
 
 A checkpoint is added only after its folder is whole and renamed into place, and the manifest itself is
 replaced atomically, so whoever reads it only ever sees complete checkpoints. It is plain JSON, read with
-pydantic: a damaged or foreign file is a clear error, never code.
+pydantic: a damaged or foreign file is a clear error, never code. It is written as strict JSON; a value that
+is not a finite number (a `NaN` some other writer left) reads as "not scored", so it can be written again.
 """
 
 from __future__ import annotations
 
-import json
+import math
 import os
 import re
 from datetime import datetime, timezone
@@ -17,6 +18,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from zae_engine.checkpoint.atomic import atomic_path
+from zae_engine.checkpoint.untrusted import dump_json, read_json
 from zae_engine.errors import CheckpointError
 
 MANIFEST_NAME = "manifest.json"
@@ -55,6 +57,11 @@ class CheckpointEntry(BaseModel):
     def _check_name(cls, value: str) -> str:
         return check_folder_name(value)
 
+    @field_validator("value")
+    @classmethod
+    def _finite_or_unscored(cls, value: float | None) -> float | None:
+        return value if value is None or math.isfinite(value) else None
+
 
 class Manifest(BaseModel):
     model_config = ConfigDict(extra="ignore")
@@ -77,18 +84,12 @@ class Manifest(BaseModel):
 def read_manifest(root: str | os.PathLike) -> Manifest:
     """The manifest in `root`, or an empty one when there is none yet."""
     path = Path(root) / MANIFEST_NAME
-    if not path.exists():
+    if not os.path.lexists(path):
         return Manifest()
-    try:
-        raw = json.loads(path.read_bytes().decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise CheckpointError(
-            f"{str(path)!r} is not a checkpoint manifest (not JSON: {exc}); delete it, or load a checkpoint folder "
-            "by its path. Nothing from it was executed"
-        ) from None
+    raw = read_json(path, "checkpoint manifest")
     if not isinstance(raw, dict) or raw.get("format") != MANIFEST_FORMAT:
         raise CheckpointError(
-            f"{str(path)!r} is not a zae-engine checkpoint manifest; pass a checkpoint folder instead"
+            f"{str(path)!r} is not a zae-engine checkpoint manifest; delete it, or load a checkpoint folder by its path"
         )
     try:
         return Manifest.model_validate(raw)
@@ -97,9 +98,9 @@ def read_manifest(root: str | os.PathLike) -> Manifest:
 
 
 def write_manifest(root: Path, manifest: Manifest) -> None:
-    """Replace the manifest atomically (temp file, fsync, rename)."""
+    """Replace the manifest atomically (temp file, fsync, rename); strict JSON, so any reader accepts it."""
     manifest.latest = manifest.checkpoints[-1].name if manifest.checkpoints else None
-    text = json.dumps(manifest.model_dump(mode="json"), indent=2, allow_nan=False)
+    text = dump_json(manifest.model_dump(mode="json"), str(root / MANIFEST_NAME), indent=2)
     with atomic_path(root / MANIFEST_NAME) as tmp:
         with open(tmp, "w", encoding="utf-8") as handle:
             handle.write(text + "\n")

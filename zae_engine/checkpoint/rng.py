@@ -56,10 +56,10 @@ def restore_rng(state: dict[str, Any], source: str) -> None:
         # validate everything before touching any stream, so a bad file leaves them all as they were
         np.random.RandomState().set_state(numpy_tuple)
         random.Random().setstate(python_tuple)
-    except (KeyError, TypeError, ValueError) as exc:
+    except (KeyError, TypeError, ValueError, AttributeError, IndexError) as exc:
         raise CheckpointError(
             f"{source} holds malformed random-number states ({exc}); it was not written by zae-engine"
-        ) from None
+        ) from exc
     torch.set_rng_state(torch_state)
     np.random.set_state(numpy_tuple)
     random.setstate(python_tuple)

@@ -1,9 +1,13 @@
-"""A save_path full of checkpoint folders: atomic saves, the manifest, pruning, and finding what to load.
+"""A save_path full of checkpoint folders: one writer, atomic saves, the manifest, pruning, finding what to load.
 
-Saving: the folder is written under a temporary name in the save_path (every file fsynced), renamed into
-place, then the manifest is replaced atomically to list it, and only then are pruned folders deleted.
-A process killed at any instant therefore leaves the manifest naming only whole checkpoints; at worst an
-unlisted folder or a `.tmp-*` folder remains (the latter is removed on the next save once its writer is dead).
+Saving: the writer holds the save_path's lock (`zae_engine.checkpoint.lock`) for as long as it writes there.
+A folder is written under a temporary name in the save_path (every file fsynced), renamed into place, then
+the manifest is replaced atomically to list it, and only then are pruned folders deleted. A process killed
+at any instant therefore leaves the manifest naming only whole checkpoints; at worst an unlisted folder
+(reported by the next writer) or a temporary one (removed by the next writer) remains.
+
+While it holds the lock, the writer owns the manifest: it reads it once when it takes the lock and keeps it
+in memory, so a save parses no JSON. Readers parse it once per operation.
 """
 
 from __future__ import annotations
@@ -11,11 +15,15 @@ from __future__ import annotations
 import os
 import secrets
 import shutil
-from collections.abc import Callable
+import stat
+import warnings
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from zae_engine.checkpoint.atomic import fsync_dir
+from zae_engine.checkpoint.failures import read_failure, shown, write_failure
 from zae_engine.checkpoint.formats import (
     FILES,
     is_checkpoint_folder,
@@ -23,10 +31,11 @@ from zae_engine.checkpoint.formats import (
     read_torch_file,
     write_checkpoint,
 )
-from zae_engine.checkpoint.manifest import MANIFEST_NAME, CheckpointEntry, read_manifest, write_manifest
+from zae_engine.checkpoint.housekeeping import TMP_PREFIX, sweep_temps, unlisted_checkpoints
+from zae_engine.checkpoint.lock import WriterLock
+from zae_engine.checkpoint.manifest import MANIFEST_NAME, CheckpointEntry, Manifest, read_manifest, write_manifest
+from zae_engine.checkpoint.untrusted import is_link, refuse_link
 from zae_engine.errors import CheckpointError
-
-TMP_PREFIX = ".tmp-"
 
 Selector = Callable[[list[CheckpointEntry]], list[CheckpointEntry]]
 
@@ -41,8 +50,8 @@ def write_folder(target: Path, state: dict[str, Any], meta: dict[str, Any], save
         write_checkpoint(tmp, state, meta, save_format)
         fsync_dir(tmp)
         old = None
-        if target.exists():
-            if not is_checkpoint_folder(target):
+        if os.path.lexists(target):
+            if not is_checkpoint_folder(target) or stat.S_ISLNK(os.lstat(target).st_mode):
                 raise CheckpointError(
                     f"{str(target)!r} exists and is not a checkpoint folder; choose another path (nothing was replaced)"
                 )
@@ -57,13 +66,12 @@ def write_folder(target: Path, state: dict[str, Any], meta: dict[str, Any], save
         fsync_dir(parent)
         if old is not None:
             shutil.rmtree(old, ignore_errors=True)
-    except OSError as exc:  # disk full, permissions, ...: the checkpoints already there are untouched
-        raise CheckpointError(
-            f"could not write checkpoint {str(target)!r} ({type(exc).__name__}: {exc}); "
-            "earlier checkpoints are untouched. Free space or choose another save_path"
-        ) from None
+    except CheckpointError:
+        raise
+    except Exception as exc:  # a full disk, a read-only file system, torch's zip RuntimeError, SafetensorError, ...
+        raise write_failure(target, exc) from exc
     finally:
-        if tmp.exists():
+        if os.path.lexists(tmp):
             shutil.rmtree(tmp, ignore_errors=True)
     return target
 
@@ -73,103 +81,183 @@ class CheckpointStore:
 
     def __init__(self, root: str | os.PathLike) -> None:
         self.root = Path(root)
-        self._swept = False
+        self._lock = WriterLock(self.root)
+        self._writing = False  # between acquire() and release()
+        self._owned: Manifest | None = None  # the manifest, kept in memory while writing
+        self._reported_unlisted = False
 
     @property
     def manifest_path(self) -> Path:
         return self.root / MANIFEST_NAME
 
-    def entries(self) -> list[CheckpointEntry]:
-        return read_manifest(self.root).checkpoints
+    # ------------------------------------------------------------------ the writer's lock
+    @property
+    def writing(self) -> bool:
+        """True between acquire() and release(): this store is the save_path's writer."""
+        return self._writing
 
-    def save(
-        self, state: dict[str, Any], entry: CheckpointEntry, meta: dict[str, Any], select: Selector | None = None
-    ) -> Path:
-        """Write a new checkpoint, list it in the manifest, then delete what `select` no longer keeps."""
-        if not self._swept and self.root.is_dir():
-            self._sweep_stale_temps()
-            self._swept = True
-        manifest = read_manifest(self.root)
-        entry.name = self._free_name(entry.name, manifest.names())
-        folder = write_folder(self.root / entry.name, state, dict(meta, name=entry.name), entry.save_format)
-        entries = [*manifest.checkpoints, entry]
-        kept = select(entries) if select is not None else entries
-        if entry not in kept:
-            kept.append(entry)  # the checkpoint just written is always kept: it is the latest
-        kept = [e for e in entries if e in kept]  # manifest order: oldest first
-        manifest.checkpoints = kept
-        manifest.best = _best_name(kept, entry)
+    def acquire(self) -> None:
+        """Become the save_path's only writer: take the lock, sweep what dead writers left, read the manifest."""
+        if self._writing:
+            return
+        self._lock.acquire()
         try:
-            write_manifest(self.root, manifest)
-        except OSError as exc:
-            raise CheckpointError(
-                f"checkpoint {str(folder)!r} was written but {str(self.manifest_path)!r} could not be updated "
-                f"({type(exc).__name__}: {exc}); load it by its path, or free space and save again"
-            ) from None
-        for dropped in entries:
-            if dropped not in kept and is_checkpoint_folder(self.root / dropped.name):
-                shutil.rmtree(self.root / dropped.name, ignore_errors=True)
+            manifest = read_manifest(self.root)
+            sweep_temps(self.root)
+            self._report_unlisted(manifest)
+        except BaseException:
+            self._lock.release()
+            raise
+        self._owned, self._writing = manifest, True
+
+    def release(self) -> None:
+        self._owned, self._writing = None, False
+        self._lock.release()
+
+    @contextmanager
+    def writer(self) -> Iterator[None]:
+        """Hold the lock for the block, unless this store holds it already (then leave it held)."""
+        if self._writing:
+            yield
+            return
+        self.acquire()
+        try:
+            yield
+        finally:
+            self.release()
+
+    def __getstate__(self) -> dict[str, Any]:
+        return dict(self.__dict__, _owned=None, _writing=False)  # a copy in another process is not the writer
+
+    # ------------------------------------------------------------------ reading
+    def manifest(self) -> Manifest:
+        """The manifest: the writer's own copy while writing, else parsed from disk (once per call)."""
+        return self._owned if self._writing and self._owned is not None else read_manifest(self.root)
+
+    def entries(self, manifest: Manifest | None = None) -> list[CheckpointEntry]:
+        return (manifest or self.manifest()).checkpoints
+
+    def folder(self, name: str) -> Path:
+        """A listed checkpoint folder; a symbolic link there is refused (it could point anywhere)."""
+        path = self.root / name
+        try:
+            if stat.S_ISLNK(os.lstat(path).st_mode):
+                raise refuse_link(path, "listed checkpoint folder")
+        except FileNotFoundError:
+            pass
+        return path
+
+    def latest(self, manifest: Manifest | None = None) -> Path | None:
+        entries = self.entries(manifest)
+        return self.folder(entries[-1].name) if entries else None
+
+    def best(self, manifest: Manifest | None = None) -> Path | None:
+        name = (manifest or self.manifest()).best
+        return self.folder(name) if name else None
+
+    # ------------------------------------------------------------------ writing
+    def save(
+        self,
+        state: dict[str, Any],
+        entry: CheckpointEntry,
+        meta: dict[str, Any],
+        select: Selector | None = None,
+        monitor: str | None = None,
+        mode: str = "min",
+    ) -> Path:
+        """Write a new checkpoint, list it in the manifest, then delete what `select` no longer keeps.
+
+        `monitor`/`mode` rank the checkpoints for the manifest's `best`: the writer's own ranking, so an unscored
+        save (manual, interrupted) keeps the best it had instead of clearing it.
+        """
+        with self.writer():
+            manifest = self.manifest()
+            entry.name = self._free_name(entry.name, manifest.names())
+            folder = write_folder(self.root / entry.name, state, dict(meta, name=entry.name), entry.save_format)
+            entries = [*manifest.checkpoints, entry]
+            kept = select(entries) if select is not None else entries
+            if entry not in kept:
+                kept.append(entry)  # the checkpoint just written is always kept: it is the latest
+            kept = [e for e in entries if e in kept]  # manifest order: oldest first
+            updated = Manifest(checkpoints=kept, best=_best_name(kept, manifest.best, monitor, mode))
+            try:
+                write_manifest(self.root, updated)
+            except Exception as exc:
+                raise CheckpointError(
+                    f"checkpoint {str(folder)!r} was written but not listed in the manifest: "
+                    f"{write_failure(self.manifest_path, exc, 'checkpoint manifest')}. Load it by its path"
+                ) from exc
+            self._owned = updated
+            for dropped in entries:
+                path = self.root / dropped.name
+                if dropped not in kept and not is_link(path) and is_checkpoint_folder(path):
+                    shutil.rmtree(path, ignore_errors=True)
         return folder
-
-    def latest(self) -> Path | None:
-        entries = self.entries()
-        return self.root / entries[-1].name if entries else None
-
-    def best(self) -> Path | None:
-        name = read_manifest(self.root).best
-        return self.root / name if name else None
 
     def _free_name(self, name: str, taken: set[str]) -> str:
         candidate, n = name, 1
-        while candidate in taken or (self.root / candidate).exists():
+        while candidate in taken or os.path.lexists(self.root / candidate):
             n += 1
             candidate = f"{name}-{n}"
         return candidate
 
-    def _sweep_stale_temps(self) -> None:
-        """Remove temp folders left by writers that were killed (their pid is gone)."""
-        for path in self.root.glob(f"{TMP_PREFIX}*"):
-            pid = _writer_pid(path.name)
-            if pid is not None and pid != os.getpid() and not _alive(pid) and path.is_dir():
-                shutil.rmtree(path, ignore_errors=True)
+    def _report_unlisted(self, manifest: Manifest) -> None:
+        """Warn once per store about complete folders no manifest lists (killed between rename and listing)."""
+        if self._reported_unlisted:
+            return
+        unlisted = unlisted_checkpoints(self.root, manifest.names())
+        if unlisted:
+            self._reported_unlisted = True
+            shown = ", ".join(unlisted[:5]) + (f" and {len(unlisted) - 5} more" if len(unlisted) > 5 else "")
+            warnings.warn(
+                f"save_path {str(self.root)!r} holds {len(unlisted)} complete checkpoint folder(s) that its manifest "
+                f"does not list ({shown}), probably left by a run that was killed while saving. They are left as "
+                "they are: load one by its path, or delete them when you no longer need them",
+                stacklevel=3,
+            )
 
 
-def _best_name(entries: list[CheckpointEntry], newest: CheckpointEntry) -> str | None:
-    scored = [e for e in entries if e.value is not None and e.monitor == newest.monitor and e.mode == newest.mode]
-    if not scored:
-        return None
-    sign = 1.0 if newest.mode == "min" else -1.0
+def _best_name(entries: list[CheckpointEntry], previous: str | None, monitor: str | None, mode: str) -> str | None:
+    """The best of `entries` by (`monitor`, `mode`); without a monitor, by the ranking of the previous best.
+
+    Nothing scored that way: the previous best, if it is still kept.
+    """
+    names = {e.name for e in entries}
+    if monitor is None:
+        before = next((e for e in entries if e.name == previous), None)
+        if before is not None:
+            monitor, mode = before.monitor, before.mode
+    scored = [e for e in entries if e.value is not None and e.monitor == monitor and e.mode == mode]
+    if not scored or monitor is None:
+        return previous if previous in names else None
+    sign = 1.0 if mode == "min" else -1.0
     return min(enumerate(scored), key=lambda pair: (sign * pair[1].value, pair[0]))[1].name
-
-
-def _writer_pid(name: str) -> int | None:
-    """Temp folders are named '.tmp-<pid>-<random>-<name>'."""
-    part = name[len(TMP_PREFIX) :].split("-", 1)[0]
-    return int(part) if part.isdigit() else None
-
-
-def _alive(pid: int) -> bool:
-    if os.name == "nt":
-        return True  # os.kill(pid, 0) would terminate the process on Windows: never sweep there
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except (PermissionError, OSError):
-        return True
-    return True
 
 
 def locate(path: str | os.PathLike) -> Path:
     """What `path` names: a save_path (its latest checkpoint), a checkpoint folder, or a bare `.ckpt` file."""
+    return find_checkpoint(path)[0]
+
+
+def find_checkpoint(path: str | os.PathLike, manifest: Manifest | None = None) -> tuple[Path, Manifest | None]:
+    """`locate`, plus the manifest it used when `path` is a save_path (so a caller need not parse it again).
+
+    `manifest`: that save_path's manifest if the caller has it already.
+    """
     target = Path(path)
-    if not target.exists():
-        raise CheckpointError(f"no checkpoint at {str(target)!r}: the path does not exist")
-    if target.is_dir():
+    try:
+        is_dir = stat.S_ISDIR(os.stat(target).st_mode)
+    except (FileNotFoundError, NotADirectoryError):
+        raise CheckpointError(f"no checkpoint at {shown(target)}: the path does not exist") from None
+    except OSError as exc:  # a name too long, a permission denied on the way
+        raise read_failure(target, exc, "checkpoint path") from exc
+    if is_dir:
         if is_checkpoint_folder(target):
-            return target
-        if (target / MANIFEST_NAME).is_file():
-            latest = CheckpointStore(target).latest()
+            return target, None
+        if os.path.lexists(target / MANIFEST_NAME):
+            store = CheckpointStore(target)
+            manifest = manifest or store.manifest()
+            latest = store.latest(manifest)
             if latest is None:
                 raise CheckpointError(f"{str(target)!r} has a manifest but no complete checkpoint yet")
             if not is_checkpoint_folder(latest):
@@ -177,13 +265,13 @@ def locate(path: str | os.PathLike) -> Path:
                     f"the latest checkpoint listed in {str(target / MANIFEST_NAME)!r}, {latest.name!r}, is missing; "
                     "pass the path of another checkpoint folder"
                 )
-            return latest
+            return latest, manifest
         raise CheckpointError(
             f"{str(target)!r} is neither a checkpoint folder (no checkpoint.json) nor a save_path (no {MANIFEST_NAME})"
         )
     if is_checkpoint_folder(target.parent) and target.name in {n for names in FILES.values() for n in names}:
-        return target.parent
-    return target
+        return target.parent, None
+    return target, None
 
 
 def read_any(path: Path) -> tuple[dict[str, Any], dict[str, Any]]:

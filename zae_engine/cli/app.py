@@ -29,6 +29,8 @@ app.add_typer(checkpoint.app, name="checkpoint")
 
 SPEC_HELP = "Run spec (YAML)."
 DEBUG_HELP = "Show tracebacks for errors (same as `zae --debug ...`)."
+DRY_RUN_HELP = "Also run one training and one validation batch through everything (nothing is written)."
+PRINT_CONFIG_HELP = "Print the spec as it will run (after --set and ${VAR}) and exit."
 SET_HELP = "Override a spec field: --set run.n_epoch=3 (value is YAML; list items by index or add-on name)."
 SPEC_METAVAR = "SPEC"
 
@@ -52,13 +54,19 @@ def root(
 def validate(
     spec: Path = typer.Argument(..., metavar=SPEC_METAVAR, help=SPEC_HELP),
     overrides: list[str] = typer.Option([], "--set", "-s", metavar="KEY=VALUE", help=SET_HELP),
+    dry_run: bool = typer.Option(False, "--dry-run", help=DRY_RUN_HELP),
+    print_config: bool = typer.Option(False, "--print-config", help=PRINT_CONFIG_HELP),
     debug: bool = typer.Option(False, "--debug", help=DEBUG_HELP),
 ) -> None:
-    """Check a spec without training: YAML, fields, class paths, add-on names and options."""
-    from zae_engine.cli.run import validate as validate_spec
+    """Check a spec without training: YAML, fields, class paths, argument types, the model, optimizer and
+    scheduler (on the meta device), datasets, devices, add-ons and their settings."""
+    from zae_engine.cli import run as run_module
 
     state.debug = state.debug or debug
-    validate_spec(spec, overrides)
+    if print_config:
+        run_module.print_config(spec, overrides)
+        return
+    run_module.validate(spec, overrides, dry_run)
 
 
 @app.command(epilog=RUN_EPILOG)
@@ -80,6 +88,8 @@ def run(
         None, "--master-port", metavar="PORT", help="Port on the rank-0 machine (torchrun)."
     ),
     no_record: bool = typer.Option(False, "--no-record", help="Leave no run record under runs/ (run.record=false)."),
+    dry_run: bool = typer.Option(False, "--dry-run", help=DRY_RUN_HELP),
+    print_config: bool = typer.Option(False, "--print-config", help=PRINT_CONFIG_HELP),
     debug: bool = typer.Option(False, "--debug", help=DEBUG_HELP),
 ) -> None:
     """Train from a spec with a progress display, then print a summary."""
@@ -93,7 +103,13 @@ def run(
         spec = QUICKSTART_SPEC
     if no_record:
         overrides = [*overrides, "run.record=false"]
-    run_spec(spec, overrides, LaunchOptions(nproc_per_node, nnodes, node_rank, master_addr, master_port))
+    if print_config:
+        from zae_engine.cli.run import print_config as print_spec
+
+        print_spec(spec, overrides)
+        return
+    launcher = LaunchOptions(nproc_per_node, nnodes, node_rank, master_addr, master_port)
+    run_spec(spec, overrides, launcher, dry_run=dry_run)
 
 
 @app.command()

@@ -22,8 +22,25 @@ def prepare(spec_path: Path, overrides: list[str]) -> Any:
     return check_spec(spec, source)
 
 
-def validate(spec_path: Path, overrides: list[str]) -> None:
+def print_config(spec_path: Path, overrides: list[str]) -> None:
+    """The spec as it will run: after `--set` and `${VAR}` (secrets masked), validated."""
+    import yaml
+
+    from zae_engine.redact import masked
+    from zae_engine.spec import load_spec
+
+    spec, _ = load_spec(spec_path, overrides)
+    data = masked(spec.model_dump(mode="json", exclude_none=True))
+    print(yaml.safe_dump(data, sort_keys=False), end="")
+
+
+def validate(spec_path: Path, overrides: list[str], dry_run: bool = False) -> None:
+    from zae_engine.spec.preflight import preflight
+
     plan = prepare(spec_path, overrides)
+    preflight(plan)
+    if dry_run:
+        _dry_run(plan)
     spec = plan.spec
     addons = ", ".join(entry.name for entry in spec.addons) or "none"
     out.print(
@@ -32,7 +49,29 @@ def validate(spec_path: Path, overrides: list[str]) -> None:
     )
 
 
-def run(spec_path: Path, overrides: list[str], launcher: LaunchOptions) -> None:
+def _dry_run(plan: Any) -> None:
+    from zae_engine.errors import ConfigError
+    from zae_engine.spec.build import build_run
+    from zae_engine.spec.preflight import owner_of
+    from zae_engine.trainer.dry_run import dry_run
+
+    built = build_run(plan)
+    try:
+        summary = dry_run(built.trainer, built.loader, built.valid_loader)
+    except ConfigError as exc:
+        raise plan.source.fail(owner_of(plan, str(exc)), str(exc)) from None
+    shown = "  ".join(f"{k} {v:.4g}" for k, v in summary.items() if k not in ("epoch", "step"))
+    out.print(f"[green]dry run:[/] one training and one validation batch went through: {escape(shown)}")
+
+
+def run(spec_path: Path, overrides: list[str], launcher: LaunchOptions, dry_run: bool = False) -> None:
+    if dry_run:
+        from zae_engine.spec.preflight import preflight
+
+        plan = prepare(spec_path, overrides)
+        preflight(plan)
+        _dry_run(plan)
+        return
     if launcher.wanted:
         code = launch(launcher, str(spec_path), overrides, debug=state.debug)
         raise typer.Exit(code)

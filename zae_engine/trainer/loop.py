@@ -236,7 +236,7 @@ class Trainer(ABC, metaclass=compose.TrainerMeta):
 
     def _place(self, device: torch.device, move_model: bool = True) -> None:
         self.device = device
-        if move_model:
+        if move_model and not _on_meta(self.model):  # a meta model is a stand-in for checks: it stays there
             if device.type == "cuda":
                 torch.cuda.set_device(device)
             self.model = self.model.to(device)
@@ -781,6 +781,10 @@ def _check_objects(name: str, model: Any, optimizer: Any, scheduler: Any, mode: 
         raise ConfigError(f"{name}: mode='train' needs an optimizer; pass one, or use mode='test'")
     if scheduler is not None and not callable(getattr(scheduler, "step", None)):
         raise ConfigError(f"{name}: 'scheduler' must have a step() method or be None")
+
+
+def _on_meta(model: nn.Module) -> bool:
+    return any(p.is_meta for p in model.parameters())
 
 
 def _prefixed(values: dict[str, float], mode: str) -> dict[str, float]:

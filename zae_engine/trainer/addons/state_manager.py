@@ -19,9 +19,9 @@ from typing import Any
 import torch
 
 from zae_engine._version import __version__
-from zae_engine.checkpoint.manifest import CheckpointEntry
+from zae_engine.checkpoint.manifest import CheckpointEntry, Manifest
 from zae_engine.checkpoint.rng import capture_rng, restore_rng
-from zae_engine.checkpoint.store import CheckpointStore, locate, read_any, write_folder
+from zae_engine.checkpoint.store import CheckpointStore, find_checkpoint, read_any, write_folder
 from zae_engine.distributed import barrier, is_rank_zero
 from zae_engine.errors import CheckpointError, ConfigError, TrainingInterrupted, did_you_mean
 from zae_engine.trainer.addons.base import AddOnBase
@@ -60,6 +60,8 @@ class StateManagerAddon(AddOnBase):
 
     # ------------------------------------------------------------------ hooks
     def on_run_start(self) -> None:
+        if self.trainer.mode == "train" and is_rank_zero():
+            self.store.acquire()  # the only writer of save_path from here to on_run_end; refuses before training
         if self.config.resume and self._saved_at is None and self.store.latest() is not None:
             self.load_state()
         if self._pending_rng is not None:
@@ -80,14 +82,17 @@ class StateManagerAddon(AddOnBase):
         barrier()  # every rank reaches this after the same epoch; none runs ahead of rank 0's write
 
     def on_run_end(self, error: BaseException | None) -> None:
-        if self.trainer.mode != "train" or not is_rank_zero():
-            return
-        if isinstance(error, TrainingInterrupted):
-            if self.config.save_on_interrupt:
-                self._save("interrupted", None)
-        elif error is None and self._unsaved is not None and self.config.keep_last > 0:
-            self._save("epoch", self._monitored(self._unsaved))  # the run ended between every_n_epochs saves
-        self._unsaved = None
+        try:
+            if self.trainer.mode != "train" or not is_rank_zero():
+                return
+            if isinstance(error, TrainingInterrupted):
+                if self.config.save_on_interrupt:
+                    self._save("interrupted", None)
+            elif error is None and self._unsaved is not None and self.config.keep_last > 0:
+                self._save("epoch", self._monitored(self._unsaved))  # the run ended between every_n_epochs saves
+            self._unsaved = None
+        finally:
+            self.store.release()
 
     def state_dict(self) -> dict[str, Any]:
         # only where the files are, so a launcher handing rank 0's state back also hands these back
@@ -112,7 +117,8 @@ class StateManagerAddon(AddOnBase):
         if not is_rank_zero():
             return None
         if path is None:
-            return self._save("manual", None)
+            with self.store.writer():  # outside run(): hold the lock for this save only
+                return self._save("manual", None)
         target = write_folder(Path(path), self._gather_state(), self._meta("manual", None), self.config.save_format)
         self.last_checkpoint = target
         self._saved_at = self.trainer.progress_checker.state_dict()
@@ -124,14 +130,16 @@ class StateManagerAddon(AddOnBase):
         `path`: a checkpoint folder, a save_path (its latest complete checkpoint), or a `.ckpt` file;
         None means the latest complete checkpoint in this add-on's save_path. Returns what was loaded.
         """
+        manifest: Manifest | None = None  # parsed once for the whole load
         if path is None:
-            if self.store.latest() is None:
+            manifest = self.store.manifest()
+            if self.store.latest(manifest) is None:
                 raise CheckpointError(
                     f"no checkpoint to resume from in {self.config.save_path!r} (no manifest.json listing one); "
                     "train with this add-on first, or pass load_state(path)"
                 )
             path = self.config.save_path
-        target = locate(path)
+        target, manifest = find_checkpoint(path, manifest)
         state, meta = read_any(target)
         source = repr(str(target))
         trainer = self.trainer
@@ -159,8 +167,9 @@ class StateManagerAddon(AddOnBase):
         self._saved_at = trainer.progress_checker.state_dict()
         self.last_checkpoint = target
         if target.is_dir() and target.parent.resolve() == self.store.root.resolve():
-            self.best_checkpoint = self.store.best()
-            self._restore_best_weights(state, target)
+            manifest = manifest or self.store.manifest()
+            self.best_checkpoint = self.store.best(manifest)
+            self._restore_best_weights(state, target, manifest)
         elif self.best_checkpoint is not None and not self.best_checkpoint.exists():
             self.best_checkpoint = None
         return target
@@ -180,7 +189,9 @@ class StateManagerAddon(AddOnBase):
             mode=self.config.monitor_mode,
             value=value,
         )
-        path = self.store.save(self._gather_state(), entry, self._meta(kind, value), self._select)
+        path = self.store.save(
+            self._gather_state(), entry, self._meta(kind, value), self._select, self._monitor, self.config.monitor_mode
+        )
         self.last_checkpoint = path
         self.best_checkpoint = self.store.best()
         self._saved_at = progress
@@ -271,13 +282,13 @@ class StateManagerAddon(AddOnBase):
         return keep
 
     # ------------------------------------------------------------------ loading
-    def _restore_best_weights(self, state: dict[str, Any], loaded: Path) -> None:
+    def _restore_best_weights(self, state: dict[str, Any], loaded: Path, manifest: Manifest) -> None:
         """Refill the trainer's best-weights buffer (for apply_weights()) from the best checkpoint, if it is that epoch."""
         trainer = self.trainer
         best = self.best_checkpoint
         if not trainer.config.keep_best_weights or best is None or not trainer.is_rank_zero:
             return
-        entry = next((e for e in self.store.entries() if e.name == best.name), None)
+        entry = next((e for e in self.store.entries(manifest) if e.name == best.name), None)
         if entry is None or entry.epoch != trainer.best.get("epoch"):
             return
         try:
