@@ -6,14 +6,16 @@ the core add-ons call only the methods below, at the few points where the layout
 
 - `no_sync(model)`: around the early micro-batches of an accumulation group (gradients stay local);
 - `rank_zero_copy(tensors)`: whole CPU tensors for rank 0 (best weights, `save_model`); a collective when sharded;
-- `sharded`: model and optimizer state are split across ranks, so checkpoints are written by every rank.
+- `sharded`: model and optimizer state are split across ranks, so checkpoints are written by every rank;
+- `read_checkpoint(path, trainer)`: a checkpoint's state laid out as this rank holds the trainer's.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from contextlib import AbstractContextManager, nullcontext
-from typing import ClassVar
+from pathlib import Path
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
@@ -44,6 +46,13 @@ class Strategy:
         if not is_rank_zero():
             return None
         return {key: value.detach().to("cpu", copy=copy) for key, value in tensors.items()}
+
+    def read_checkpoint(self, path: Path, trainer: Any) -> tuple[dict[str, Any], dict[str, Any]]:
+        """(state, meta) of the checkpoint `path` names (a folder or a `.ckpt` file), as this rank holds the
+        trainer's state: here whole on the CPU (a sharded checkpoint is assembled). Every rank calls it."""
+        from zae_engine.checkpoint.store import read_any
+
+        return read_any(path)
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.name}>"

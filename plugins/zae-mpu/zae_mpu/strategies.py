@@ -13,9 +13,11 @@ parameters for the run (so a scheduler bound to it keeps working) and back at th
 from __future__ import annotations
 
 import copy
+import re
 from collections import defaultdict
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -174,6 +176,21 @@ class FSDPStrategy(Strategy):
                     out[key] = value.detach().to("cpu", copy=copy)
         return out
 
+    def read_checkpoint(self, path: Path, trainer: Trainer) -> tuple[dict[str, Any], dict[str, Any]]:
+        """A sharded checkpoint: each rank reads the pieces of its shards (any number of ranks wrote it). A whole
+        one (from one process, or DDP): each rank reads it and keeps its own pieces."""
+        from zae_engine.checkpoint.formats import is_checkpoint_folder, read_meta
+        from zae_engine.checkpoint.sharded import read_sharded
+        from zae_engine.checkpoint.store import read_any
+
+        held = _Held(trainer)
+        if is_checkpoint_folder(path):
+            meta = read_meta(path)
+            if meta["save_format"] == "sharded":
+                return read_sharded(path, meta, layout=held.empty), meta
+        state, meta = read_any(path)
+        return held.localize(state, repr(str(path))), meta
+
     # ------------------------------------------------------------------ tearing down
     def teardown(self, trainer: Trainer, completed: bool) -> None:
         """Give the trainer the user's objects back, trained (whole again) when the run completed on every rank."""
@@ -241,6 +258,55 @@ def check_fsdp_loader(trainer: Trainer, loader: Iterable) -> None:
             "cut short by an unexpected end would hold gradients FSDP never reduced. Use a DataLoader over a sized "
             "dataset (shard_data=True makes one), or grad_accum_steps=1"
         )
+
+
+# ---------------------------------------------------------------------------------------------- checkpoints
+_OPTIMIZER_STATE = re.compile(r"state\.optimizer\.state\.(\d+)\.")
+
+
+class _Held:
+    """Which tensors of the trainer's state this rank holds as shards, by their key in a checkpoint."""
+
+    def __init__(self, trainer: Trainer) -> None:
+        from zae_engine.checkpoint.tree import split_tensors
+
+        _, self.tensors = split_tensors(trainer.state_dict(), keep=True)  # the keys a checkpoint of it has
+        optimizer = trainer.optimizer
+        # moments the optimizer has not made yet (no step before the resume) are sharded like their parameter
+        self.params = [p for g in optimizer.param_groups for p in g["params"]] if optimizer is not None else []
+
+    def shard_of(self, key: str, size: Any) -> Any:
+        from torch.distributed.tensor import DTensor
+
+        held = self.tensors.get(key)
+        if held is None and (match := _OPTIMIZER_STATE.match(key)) and int(match[1]) < len(self.params):
+            held = self.params[int(match[1])]
+        if isinstance(held, DTensor) and tuple(held.shape) == tuple(size):
+            return held
+        return None  # whole on every rank (or a shape the load will report as not fitting)
+
+    def empty(self, key: str, size: torch.Size, dtype: torch.dtype) -> torch.Tensor | None:
+        """What a sharded read fills for `key`: this rank's pieces, laid out like the shard it holds."""
+        from torch.distributed.tensor import zeros
+
+        held = self.shard_of(key, size)
+        if held is None:
+            return None
+        return zeros(size, dtype=dtype, device_mesh=held.device_mesh, placements=held.placements)
+
+    def localize(self, state: dict[str, Any], source: str) -> dict[str, Any]:
+        """A whole state with every tensor this rank holds sharded cut to its own piece (no communication)."""
+        from torch.distributed.tensor import distribute_tensor
+
+        from zae_engine.checkpoint.tree import join_tensors, split_tensors
+
+        skeleton, tensors = split_tensors(state, keep=True)
+        for key, value in tensors.items():
+            held = self.shard_of(key, value.shape)
+            if held is not None:
+                local = value.to(held.device)
+                tensors[key] = distribute_tensor(local, held.device_mesh, held.placements, src_data_rank=None)
+        return join_tensors(skeleton, tensors, source)
 
 
 # ---------------------------------------------------------------------------------------------- helpers

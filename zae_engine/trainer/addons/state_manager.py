@@ -6,23 +6,27 @@ folders that neither rule keeps are deleted. On SIGINT/SIGTERM during `run()` it
 run stops. The trainer gains `save_state(path=None)` and `load_state(path=None)`.
 
 Under torch.distributed only rank 0 writes (weights come from `trainer.unwrapped_model`, so there is no
-`module.` prefix); every rank passes a barrier after an epoch's save so none runs ahead of it. See
-docs/checkpoints.md for the layout on disk and what a resume restores.
+`module.` prefix); every rank passes a barrier after an epoch's save so none runs ahead of it. Under a sharding
+strategy (fsdp) every rank writes its shards into the folder rank 0 makes (`zae_engine.checkpoint.sharded`)
+and reads back the pieces it holds. See docs/checkpoints.md for the layout on disk and what a resume restores.
 """
 
 from __future__ import annotations
 
 import math
+import warnings
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from zae_engine._version import __version__
+from zae_engine.checkpoint.export import read_weights
 from zae_engine.checkpoint.manifest import CheckpointEntry, Manifest
 from zae_engine.checkpoint.rng import capture_rng, restore_rng
-from zae_engine.checkpoint.store import CheckpointStore, find_checkpoint, read_any, write_folder
-from zae_engine.distributed import barrier, is_rank_zero
+from zae_engine.checkpoint.sharded import save_sharded
+from zae_engine.checkpoint.store import CheckpointStore, find_checkpoint, write_folder
+from zae_engine.distributed import any_rank, barrier, is_rank_zero
 from zae_engine.errors import CheckpointError, ConfigError, TrainingInterrupted, did_you_mean
 from zae_engine.trainer.addons.base import AddOnBase
 from zae_engine.trainer.addons.configs import StateManagerConfig
@@ -76,17 +80,26 @@ class StateManagerAddon(AddOnBase):
             self._unsaved = summary
             return
         value = self._monitored(summary)
-        if is_rank_zero() and (self.config.keep_last > 0 or self._enters_top_k(value)):
+        wanted = is_rank_zero() and (self.config.keep_last > 0 or self._enters_top_k(value))
+        if self._sharded:
+            wanted = any_rank(wanted, self.trainer.device)  # rank 0 decides; every rank writes its shards
+        if wanted:
             self._save("epoch", value)
         self._unsaved = None
         barrier()  # every rank reaches this after the same epoch; none runs ahead of rank 0's write
 
     def on_run_end(self, error: BaseException | None) -> None:
         try:
-            if self.trainer.mode != "train" or not is_rank_zero():
+            if self.trainer.mode != "train" or not (is_rank_zero() or self._sharded):
                 return
             if isinstance(error, TrainingInterrupted):
-                if self.config.save_on_interrupt:
+                if self.config.save_on_interrupt and self._sharded and is_rank_zero():
+                    warnings.warn(  # ranks stop at their own step: a save that needs all of them could hang
+                        f"{self.label()}: no checkpoint on interrupt under a sharding strategy; the last epoch's "
+                        "checkpoint is the one to resume from",
+                        stacklevel=2,
+                    )
+                elif self.config.save_on_interrupt and not self._sharded:
                     self._save("interrupted", None)
             elif error is None and self._unsaved is not None and self.config.keep_last > 0:
                 self._save("epoch", self._monitored(self._unsaved))  # the run ended between every_n_epochs saves
@@ -112,14 +125,20 @@ class StateManagerAddon(AddOnBase):
     def save_state(self, path: str | Path | None = None) -> Path | None:
         """Checkpoint the trainer now: into save_path (listed, never pruned) or, given `path`, into that folder.
 
-        Returns the checkpoint folder (None on ranks other than 0, which write nothing).
+        Returns the checkpoint folder (None on ranks other than 0). Under a sharding strategy (fsdp) every rank
+        must call it: each writes its shards.
         """
-        if not is_rank_zero():
+        if not is_rank_zero() and not self._sharded:
             return None
         if path is None:
+            if not is_rank_zero():  # sharded: this rank writes its shards into rank 0's folder, under rank 0's lock
+                return self._save("manual", None)
             with self.store.writer():  # outside run(): hold the lock for this save only
                 return self._save("manual", None)
-        target = write_folder(Path(path), self._gather_state(), self._meta("manual", None), self.config.save_format)
+        state, meta = self._gather_state(), self._meta("manual", None)
+        target = self._written(state, lambda: write_folder(Path(path), state, meta, self._format))
+        if target is None:
+            return None
         self.last_checkpoint = target
         self._saved_at = self.trainer.progress_checker.state_dict()
         return target
@@ -140,7 +159,7 @@ class StateManagerAddon(AddOnBase):
                 )
             path = self.config.save_path
         target, manifest = find_checkpoint(path, manifest)
-        state, meta = read_any(target)
+        state, meta = self.trainer.strategy.read_checkpoint(target, self.trainer)  # as this rank holds the state
         source = repr(str(target))
         trainer = self.trainer
         try:
@@ -175,7 +194,19 @@ class StateManagerAddon(AddOnBase):
         return target
 
     # ------------------------------------------------------------------ saving
-    def _save(self, kind: str, value: float | None) -> Path:
+    @property
+    def _sharded(self) -> bool:
+        return self.trainer.strategy.sharded
+
+    @property
+    def _format(self) -> str:
+        return "sharded" if self._sharded else self.config.save_format
+
+    def _written(self, state: dict[str, Any], write: Any) -> Path | None:
+        """`write()` on rank 0; under a sharding strategy every rank writes its shards with it (None elsewhere)."""
+        return save_sharded(state, write) if self._sharded else write()
+
+    def _save(self, kind: str, value: float | None) -> Path | None:
         progress = self.trainer.progress_checker.state_dict()
         done, step = progress["epoch"] - 1, progress["step"] - 1
         name = f"epoch-{done:04d}" if kind == "epoch" else f"{kind}-epoch-{done:04d}-step-{step:06d}"
@@ -184,14 +215,17 @@ class StateManagerAddon(AddOnBase):
             kind=kind,
             epoch=done,
             step=step,
-            save_format=self.config.save_format,
+            save_format=self._format,
             monitor=self._monitor if value is not None else None,
             mode=self.config.monitor_mode,
             value=value,
         )
-        path = self.store.save(
-            self._gather_state(), entry, self._meta(kind, value), self._select, self._monitor, self.config.monitor_mode
+        state, meta = self._gather_state(), self._meta(kind, value)
+        path = self._written(
+            state, lambda: self.store.save(state, entry, meta, self._select, self._monitor, self.config.monitor_mode)
         )
+        if path is None:
+            return None  # a rank other than 0: its shards are in rank 0's folder
         self.last_checkpoint = path
         self.best_checkpoint = self.store.best()
         self._saved_at = progress
@@ -292,7 +326,8 @@ class StateManagerAddon(AddOnBase):
         if entry is None or entry.epoch != trainer.best.get("epoch"):
             return
         try:
-            model = state["model"] if best.name == loaded.name else read_any(best)[0]["model"]
+            whole = best.name == loaded.name and not self._sharded  # sharded: this rank's pieces only
+            model = state["model"] if whole else read_weights(best)
         except CheckpointError:
             return  # the buffer stays empty; apply_weights(path) still works
         trainer._best_weights = {k: v.detach().to("cpu", copy=True) for k, v in model.items()}
