@@ -25,6 +25,7 @@ import math
 import os
 import re
 import threading
+import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -44,6 +45,7 @@ from torch.distributed.checkpoint.planner import LoadPlan, LoadPlanner, SavePlan
 from torch.distributed.checkpoint.storage import StorageReader, StorageWriter, WriteResult
 from torch.futures import Future
 
+from zae_engine.checkpoint.failures import first_line
 from zae_engine.checkpoint.formats import META_NAME, _fingerprint, check_state, verify
 from zae_engine.checkpoint.tree import join_tensors, split_tensors
 from zae_engine.checkpoint.untrusted import MAX_JSON_BYTES, check_size, dump_json, open_regular, read_json
@@ -142,9 +144,17 @@ def write_sharded_checkpoint(folder: Path, state: dict[str, Any], meta: dict[str
         )
     skeleton, tensors = split_tensors(state, keep=True)
     text = dump_json(skeleton, "the state of the checkpoint")  # everything that can fail alone fails before
-    _send_text(os.path.abspath(folder))  # the others may run elsewhere: an absolute path on the shared disk
-    _announcer.stage = "named"
-    files = _tensors_to_disk(folder, tensors)
+    try:
+        _send_text(os.path.abspath(folder))  # the others may run elsewhere: an absolute path on the shared disk
+        _announcer.stage = "named"
+        files = _tensors_to_disk(folder, tensors)
+    except CheckpointError:
+        raise
+    except Exception as exc:  # another rank failed or vanished: not a problem of this disk
+        raise CheckpointError(
+            f"the sharded checkpoint {str(folder)!r} was not written: not every rank finished its part "
+            f"({type(exc).__name__}: {first_line(exc)}); earlier checkpoints are untouched"
+        ) from exc
     _announcer.stage = "written"
     with open(folder / STATE_NAME, "w", encoding="utf-8") as handle:
         handle.write(text)
@@ -414,7 +424,9 @@ def _tensors_from_disk(
     reader = _ShardReader(folder, stored, files)
     planner = DefaultLoadPlanner(flatten_state_dict=False)
     try:
-        dcp.load(targets, storage_reader=reader, planner=planner, no_dist=not distributed)
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", "torch.distributed is disabled")  # one process: what we asked for
+            dcp.load(targets, storage_reader=reader, planner=planner, no_dist=not distributed)
     except CheckpointError:
         raise
     except Exception as exc:  # DCP wraps what a rank raised (our CheckpointError too) in CheckpointException

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import gc
 import os
+import signal
+import threading
 import time
 from pathlib import Path
 
@@ -19,6 +21,7 @@ from zae_mpu import MultiGPUAddon
 
 from zae_engine.distributed import get_rank, get_world_size
 from zae_engine.testing import SeparableTrainer
+from zae_engine.trainer.addons.base import AddOnBase, AddOnConfig
 
 
 def make_mlp(seed: int = 0) -> nn.Module:
@@ -198,3 +201,54 @@ class ScaleAwareTrainer(SeparableTrainer):
 
 class ScaleAwareDDPTrainer(ScaleAwareTrainer.add_on(MultiGPUAddon)):
     """ScaleAwareTrainer under MultiGPUAddon."""
+
+
+def make_wide_mlp(seed: int = 0) -> nn.Module:
+    """About 4 M parameters (16 MB, 50 MB with Adam's moments): a sharded save takes a while to write."""
+    torch.manual_seed(seed)
+    layers: list[nn.Module] = [nn.Linear(10, 512), nn.Tanh()]
+    for _ in range(14):
+        layers += [nn.Linear(512, 512), nn.Tanh()]
+    return nn.Sequential(*layers, nn.Linear(512, 2))
+
+
+class KillDuringSaveConfig(AddOnConfig):
+    """Test add-on: one rank kills itself (SIGKILL) while the sharded checkpoint of a given epoch is written."""
+
+    save_path: str
+    rank: int = 1
+    epoch: int = 2
+
+
+class KillDuringSave(AddOnBase):
+    """From the start of `epoch`, a thread of rank `rank` watches `save_path`; when rank 0's temp folder for that
+    epoch's checkpoint appears (the save has begun on every rank), the process SIGKILLs itself."""
+
+    name = "kill_during_save"
+    Config = KillDuringSaveConfig
+    config: KillDuringSaveConfig
+
+    def on_epoch_start(self, epoch: int) -> None:
+        if epoch == self.config.epoch and get_rank() == self.config.rank:
+            threading.Thread(target=self._watch, daemon=True).start()
+
+    def _watch(self) -> None:
+        folder = Path(self.config.save_path)
+        while not any(p.name.startswith(".tmp-") and p.is_dir() for p in folder.iterdir()):
+            time.sleep(0.0005)
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+class SaveModelConfig(AddOnConfig):
+    """Test add-on: every rank calls trainer.save_model at each epoch's end (rank 0 writes the file)."""
+
+    folder: str
+
+
+class SaveModelEachEpoch(AddOnBase):
+    name = "save_model_each_epoch"
+    Config = SaveModelConfig
+    config: SaveModelConfig
+
+    def on_epoch_end(self, epoch: int, summary: dict) -> None:
+        self.trainer.save_model(str(Path(self.config.folder) / f"epoch-{epoch}.safetensors"))
