@@ -144,17 +144,9 @@ def write_sharded_checkpoint(folder: Path, state: dict[str, Any], meta: dict[str
         )
     skeleton, tensors = split_tensors(state, keep=True)
     text = dump_json(skeleton, "the state of the checkpoint")  # everything that can fail alone fails before
-    try:
-        _send_text(os.path.abspath(folder))  # the others may run elsewhere: an absolute path on the shared disk
-        _announcer.stage = "named"
-        files = _tensors_to_disk(folder, tensors)
-    except CheckpointError:
-        raise
-    except Exception as exc:  # another rank failed or vanished: not a problem of this disk
-        raise CheckpointError(
-            f"the sharded checkpoint {str(folder)!r} was not written: not every rank finished its part "
-            f"({type(exc).__name__}: {first_line(exc)}); earlier checkpoints are untouched"
-        ) from exc
+    _send_text(os.path.abspath(folder))  # the others may run elsewhere: an absolute path on the shared disk
+    _announcer.stage = "named"
+    files = _tensors_to_disk(folder, tensors)
     _announcer.stage = "written"
     with open(folder / STATE_NAME, "w", encoding="utf-8") as handle:
         handle.write(text)
@@ -170,7 +162,9 @@ def _tensors_to_disk(folder: Path, tensors: dict[str, torch.Tensor]) -> dict[str
     from torch.distributed.checkpoint import DefaultSavePlanner
 
     writer = _ShardWriter(folder)
-    dcp.save(tensors, storage_writer=writer, planner=DefaultSavePlanner(flatten_state_dict=False))
+    planner = DefaultSavePlanner(flatten_state_dict=False)
+    with _dcp_errors(f"the sharded checkpoint {str(folder)!r} was not written", "earlier checkpoints are untouched"):
+        dcp.save(tensors, storage_writer=writer, planner=planner)
     return writer.files
 
 
@@ -423,33 +417,41 @@ def _tensors_from_disk(
 
     reader = _ShardReader(folder, stored, files)
     planner = DefaultLoadPlanner(flatten_state_dict=False)
+    with (
+        _dcp_errors(f"could not read the sharded checkpoint {str(folder)!r}", "load another checkpoint"),
+        warnings.catch_warnings(),
+    ):
+        warnings.filterwarnings("ignore", "torch.distributed is disabled")  # one process: what we asked for
+        dcp.load(targets, storage_reader=reader, planner=planner, no_dist=not distributed)
+
+
+@contextmanager
+def _dcp_errors(what: str, advice: str) -> Iterator[None]:
+    """DCP wraps what each rank raised in a CheckpointException (a BaseException): give our own error back, or
+    one that says what failed, raised `from` the rank's error (a broken connection stays recognisable as one)."""
+    from torch.distributed.checkpoint.api import CheckpointException
+
     try:
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", "torch.distributed is disabled")  # one process: what we asked for
-            dcp.load(targets, storage_reader=reader, planner=planner, no_dist=not distributed)
+        yield
     except CheckpointError:
         raise
-    except Exception as exc:  # DCP wraps what a rank raised (our CheckpointError too) in CheckpointException
-        inner = _our_error(exc)
-        if inner is not None:
-            raise inner from None
+    except (Exception, CheckpointException) as exc:
+        first = _first_failure(exc)
+        if isinstance(first, CheckpointError):
+            raise first from None
         raise CheckpointError(
-            f"could not read the sharded checkpoint {str(folder)!r} ({type(exc).__name__}: "
-            f"{str(exc).strip().splitlines()[0][:300] if str(exc).strip() else ''}); load another checkpoint"
-        ) from exc
+            f"{what}: not every rank finished its part ({type(first).__name__}: {first_line(first)}); {advice}"
+        ) from first
 
 
-def _our_error(exc: BaseException) -> CheckpointError | None:
-    failures = getattr(exc, "failures", None)  # torch.distributed.checkpoint.api.CheckpointException
+def _first_failure(exc: BaseException) -> BaseException:
+    failures = getattr(exc, "failures", None)  # CheckpointException: {rank: (exception, stack summary)}
     if isinstance(failures, dict):
-        for failure in failures.values():
-            found = failure if isinstance(failure, CheckpointError) else _our_error(failure)
-            if found is not None:
-                return found
-    cause = exc.__cause__ or exc.__context__
-    if isinstance(cause, CheckpointError):
-        return cause
-    return None
+        for _, failure in sorted(failures.items()):
+            inner = failure[0] if isinstance(failure, tuple) and failure else failure
+            if isinstance(inner, BaseException):
+                return _first_failure(inner)
+    return exc
 
 
 def _referenced(skeleton: Any) -> set[str]:
