@@ -38,6 +38,7 @@ class RankPlan:
     timeout_s: float
     seed: int | None  # the DistributedSampler seed; None: rank 0's torch seed, shared with all ranks
     hosted_store: bool = False  # init_method is a TCPStore the launcher serves: join it as a client
+    handed_back: bool = False  # a spawned worker: rank 0 hands the result back, the other ranks' objects are dropped
 
 
 def launched_by_torchrun() -> bool:
@@ -70,7 +71,8 @@ def run_rank(
         completed = True
     finally:
         try:
-            strategy.teardown(trainer, completed)  # the user's module again, usable after the group is gone
+            keep = not plan.handed_back or plan.rank == 0  # whole state only where someone reads it
+            strategy.teardown(trainer, completed, keep)  # the user's module again, usable after the group is gone
         finally:
             addon.samplers = ()
             if owns_group and dist.is_initialized():

@@ -71,7 +71,7 @@ class DDPStrategy(Strategy):
             trainer.model = DistributedDataParallel(model, device_ids=device_ids, **options)
         trainer.strategy = self
 
-    def teardown(self, trainer: Trainer, completed: bool) -> None:
+    def teardown(self, trainer: Trainer, completed: bool, keep: bool = True) -> None:
         restore_blocks(self._patched)
         self._patched = []
         if self.user_model is not None:
@@ -130,7 +130,7 @@ class FSDPStrategy(Strategy):
             fully_shard(module.get_submodule(name), **options)
         fully_shard(module, **options)
         module.to_empty(device="cpu" if self.config.cpu_offload else self.device)  # only this rank's shards
-        _fill_from_rank_zero(module, user)
+        _fill_from_rank_zero(module, user, self.device)
         return module
 
     def _point_optimizer_at_shards(self, optimizer: Any, user: nn.Module, module: nn.Module) -> None:
@@ -192,38 +192,47 @@ class FSDPStrategy(Strategy):
         return held.localize(state, repr(str(path))), meta
 
     # ------------------------------------------------------------------ tearing down
-    def teardown(self, trainer: Trainer, completed: bool) -> None:
-        """Give the trainer the user's objects back, trained (whole again) when the run completed on every rank."""
+    def teardown(self, trainer: Trainer, completed: bool, keep: bool = True) -> None:
+        """Give the trainer the user's objects back: trained, whole again, when the run completed on every rank.
+
+        `keep=False` (a spawned worker other than rank 0, whose objects nobody reads): it takes part in the
+        gathers but keeps nothing, so only rank 0 holds the whole state at the end.
+        """
         if self.user_model is None:
             return
         addon_states: dict[str, Any] = {}
         if completed and self.module is not None:  # every rank got here: the gathers below meet
             with torch.no_grad():
-                _copy_whole(self.module, self.user_model)
-                self._optimizer_back(trainer.optimizer, gather=True)
+                _copy_whole(self.module, self.user_model, keep)
+                self._optimizer_back(trainer.optimizer, gather=True, keep=keep)
                 for name, addon in trainer.addons.items():
                     state = addon.state_dict()
                     if _holds_shards(state):
-                        addon_states[name] = whole_tree(state)
+                        whole_state = whole_tree(state)
+                        if keep:
+                            addon_states[name] = whole_state
         else:
-            self._optimizer_back(trainer.optimizer, gather=False)
+            self._optimizer_back(trainer.optimizer, gather=False, keep=False)
         trainer.model = self.user_model
         trainer.strategy = Strategy()
         for name, state in addon_states.items():
             trainer.addons[name].load_state_dict(state)
         self.module = None
 
-    def _optimizer_back(self, optimizer: Any, gather: bool) -> None:
+    def _optimizer_back(self, optimizer: Any, gather: bool, keep: bool) -> None:
         if optimizer is None or not self._user_params:
             return
+        state: Any = self._user_state  # not kept (or the run failed): the optimizer is as it was before run()
         if gather:
-            state: defaultdict = defaultdict(dict)
+            gathered: defaultdict = defaultdict(dict)
             for group, params in zip(optimizer.param_groups, self._user_params):
                 for shard, param in zip(group["params"], params):
                     if shard in optimizer.state:
-                        state[param] = {k: _on(whole(v), param) for k, v in optimizer.state[shard].items()}
-        else:
-            state = self._user_state  # the run failed: the optimizer is as it was before run()
+                        values = {k: _on(whole(v), param) for k, v in optimizer.state[shard].items()}
+                        if keep:
+                            gathered[param] = values
+            if keep:
+                state = gathered
         for group, params in zip(optimizer.param_groups, self._user_params):
             group["params"] = params
         optimizer.state = state
@@ -323,24 +332,39 @@ def meta_copy(module: nn.Module) -> nn.Module:
     return copy.deepcopy(module, memo)
 
 
-def _fill_from_rank_zero(module: nn.Module, user: nn.Module) -> None:
-    """Rank 0's weights into every rank's shards, and rank 0's buffers everywhere (as DDP starts)."""
-    from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict
+def _fill_from_rank_zero(module: nn.Module, user: nn.Module, device: torch.device) -> None:
+    """Rank 0's weights and buffers (non-persistent ones too) into every rank's shards and buffers, one tensor at a
+    time (as DDP starts, the user's module on the other ranks gets rank 0's values too)."""
+    from torch.distributed.tensor import DTensor, distribute_tensor
 
-    options = StateDictOptions(full_state_dict=True, broadcast_from_rank0=True)
-    set_model_state_dict(module, user.state_dict(), options=options)
+    where = device if dist.get_backend() == "nccl" else torch.device("cpu")
     with torch.no_grad():
-        for name, buffer in user.named_buffers():  # non-persistent ones too: they are not in the state dict
-            target = module.get_buffer(name)
-            target.copy_(buffer)
-            dist.broadcast(target, src=0)
+        for kind, name, tensor in [
+            *(("parameter", n, t) for n, t in user.named_parameters()),
+            *(("buffer", n, t) for n, t in user.named_buffers()),
+        ]:
+            whole = tensor.detach().to(where)
+            dist.broadcast(whole, src=0)
+            if whole.data_ptr() != tensor.data_ptr():
+                tensor.copy_(whole)
+            target = module.get_parameter(name) if kind == "parameter" else module.get_buffer(name)
+            if isinstance(target, DTensor):  # this rank's piece of it, cut locally
+                local = distribute_tensor(
+                    whole.to(target.device), target.device_mesh, target.placements, src_data_rank=None
+                )
+                target.to_local().copy_(local.to_local())
+            else:
+                target.copy_(whole)
 
 
-def _copy_whole(module: nn.Module, user: nn.Module) -> None:
+def _copy_whole(module: nn.Module, user: nn.Module, keep: bool) -> None:
     for name, shard in module.named_parameters():
-        user.get_parameter(name).copy_(whole(shard))
-    for name, buffer in module.named_buffers():
-        user.get_buffer(name).copy_(buffer)
+        value = whole(shard)  # a collective: every rank, kept or not
+        if keep:
+            user.get_parameter(name).copy_(value)
+    if keep:
+        for name, buffer in module.named_buffers():
+            user.get_buffer(name).copy_(buffer)
 
 
 def whole(value: Any) -> Any:
