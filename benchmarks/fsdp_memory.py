@@ -7,10 +7,12 @@
 Each configuration trains 3 steps through `MultiGPUAddon` (spawned workers, as `trainer.run()` does). Right after
 the optimizer's step — gradients still there, Adam's two moments made — the optimizer adds up the storage of the
 tensors this rank holds: its parameters (its shards under FSDP), their gradients, and the optimizer's state. The
-largest sum over the steps is the peak. Also shown: the worker's peak resident set size, which on top of that
-holds the Python interpreter, torch, the batch, the activations, DDP's gradient buckets, FSDP's gathered blocks
-and the worker's copy of the user's model (unpickled on the CPU; FSDP trains a sharded copy and hands the result
-back to it).
+largest sum over the steps is the peak. Also shown: the worker's resident set size after its last step and at
+its peak, which on top of that hold the Python interpreter and torch, the batch and activations, DDP's gradient
+buckets or FSDP's gathered blocks, and the worker's copy of the user's model (unpickled on the CPU; FSDP trains a
+sharded copy and hands the result back to it); the peak also holds the pickled trainer the worker was sent.
+Workers run with MALLOC_MMAP_THRESHOLD_=1 MiB: glibc's adaptive threshold would otherwise keep freed 16 MB
+buffers (FSDP gathers a block into one) in the heap and show them as resident.
 """
 
 from __future__ import annotations
@@ -80,7 +82,10 @@ class MemoryTrainer(Trainer.add_on(MultiGPUAddon)):
 
     def metric_on_epoch_end(self) -> dict[str, float]:
         peak_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-        return {**{f"mb/{k}": v for k, v in self.optimizer.peak.items()}, "mb/rss_peak": peak_kb / 1024}
+        with open("/proc/self/statm") as statm:
+            resident = int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / MB
+        state = {f"mb/{k}": v for k, v in self.optimizer.peak.items()}
+        return {**state, "mb/rss_end": resident, "mb/rss_peak": peak_kb / 1024}
 
 
 def make_model(width: int, depth: int) -> nn.Module:
@@ -117,6 +122,7 @@ def main() -> None:
     if args.quick:
         args.width, args.depth, args.steps = 64, 2, 2
     os.environ.setdefault("OMP_NUM_THREADS", "1")
+    os.environ.setdefault("MALLOC_MMAP_THRESHOLD_", str(MB))  # read by each worker's malloc when it starts
     torch.set_num_threads(1)
     n_params = args.depth * (args.width * args.width + args.width)
     console = Console()
@@ -130,7 +136,7 @@ def main() -> None:
     }
     ddp = rows["ddp, 2 ranks"]["state"]
     table = Table(title="per rank, MB (peak after an optimizer step)", title_justify="left")
-    for column in ("", "params", "grads", "optimizer", "params+grads+optimizer", "/ ddp", "process peak RSS"):
+    for column in ("", "params", "grads", "optimizer", "params+grads+optimizer", "/ ddp", "RSS end", "RSS peak"):
         table.add_column(column, justify="left" if not column else "right")
     for name, row in rows.items():
         table.add_row(
@@ -140,6 +146,7 @@ def main() -> None:
             f"{row['optimizer']:,.0f}",
             f"{row['state']:,.0f}",
             f"{row['state'] / ddp:.2f}",
+            f"{row['rss_end']:,.0f}",
             f"{row['rss_peak']:,.0f}",
         )
     console.print(table)

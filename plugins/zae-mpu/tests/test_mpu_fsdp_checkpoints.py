@@ -201,3 +201,39 @@ def test_a_rank_killed_during_a_sharded_save_leaves_no_listed_incomplete_checkpo
     run(resumed, 2)  # resumes from epoch 1; its first save sweeps the dead writer's temp folder
     assert [h["epoch"] for h in resumed.history] == [1, 2]
     assert not [p for p in save_path.iterdir() if p.name.startswith(".tmp-")]
+
+
+SPEC = """
+trainer: {class_path: zae_engine.testing.SeparableTrainer, init_args: {log_bar: false}}
+device: [cpu, cpu]
+model: {class_path: torch.nn.Linear, init_args: {in_features: 10, out_features: 2}}
+optimizer: {class_path: torch.optim.Adam, init_args: {lr: 0.01}}
+data:
+  train: {dataset: {class_path: zae_engine.testing.make_dataset, init_args: {n: 128}}, batch_size: 8}
+addons:
+  - {name: mpu, strategy: fsdp, threads_per_worker: 1MPU_EXTRA}
+  - {name: state_manager, save_path: SAVE_PATH, keep_last: 1, save_top_k: 0}
+run: {n_epoch: 2, seed: 0}
+"""
+
+
+@pytest.mark.timeout(180)
+def test_zae_run_of_a_spec_with_strategy_fsdp_writes_a_sharded_checkpoint(tmp_path):
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(SPEC.replace("SAVE_PATH", str(tmp_path / "ckpt")).replace("MPU_EXTRA", ""))
+    done = zae("run", spec, "--no-record")
+    assert done.returncode == 0, (done.stdout + done.stderr)[-3000:]
+    assert [(e.name, e.save_format) for e in read_manifest(tmp_path / "ckpt").checkpoints] == [
+        ("epoch-0002", "sharded")
+    ]
+    assert zae("checkpoint", "verify", tmp_path / "ckpt").returncode == 0
+
+
+def test_zae_validate_names_an_option_of_the_other_strategy(tmp_path):
+    spec = tmp_path / "spec.yaml"
+    extra = ", find_unused_parameters: true"
+    spec.write_text(SPEC.replace("SAVE_PATH", str(tmp_path / "ckpt")).replace("MPU_EXTRA", extra))
+    done = zae("validate", spec)
+    assert done.returncode == 1
+    assert "Traceback" not in done.stderr
+    assert "find_unused_parameters applies only to strategy='ddp'" in done.stderr, done.stderr

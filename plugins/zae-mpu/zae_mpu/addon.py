@@ -69,6 +69,9 @@ class MultiGPUAddon(LauncherAddon):
             return run_rank(trainer, self._joined_plan(), n_epoch, loader, valid_loader, total)
         task = slurm_task(os.environ, self._fallback_port()) if self.config.slurm == "auto" else None
         if task is not None:
+            # as torchrun would: rank-0-only output after run() (the group is gone by then) is decided by RANK
+            for name, value in (("RANK", task.rank), ("WORLD_SIZE", task.world_size), ("LOCAL_RANK", task.local_rank)):
+                os.environ.setdefault(name, str(value))
             plan = self._plan(task.rank, task.world_size, task.local_rank, task.init_method)
             return run_rank(trainer, plan, n_epoch, loader, valid_loader, total)
         if len(trainer.devices) == 1:
