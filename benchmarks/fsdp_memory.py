@@ -125,7 +125,7 @@ def main() -> None:
     os.environ.setdefault("MALLOC_MMAP_THRESHOLD_", str(MB))  # read by each worker's malloc when it starts
     torch.set_num_threads(1)
     n_params = args.depth * (args.width * args.width + args.width)
-    console = Console()
+    console = Console(width=max(Console().width, 110))
     console.print(
         f"{args.depth} x Linear({args.width}, {args.width}): {n_params / 1e6:.1f} M parameters, "
         f"{n_params * 4 / MB:.0f} MB in fp32; Adam; batch {BATCH}/rank; gloo on the CPU; {args.steps} steps"

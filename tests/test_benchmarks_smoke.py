@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -44,3 +46,9 @@ def test_runs_list_benchmark_runs_over_a_few_runs():
     report = run_benchmark("benchmarks.runs_list")
     assert report["runs"] == 20 and report["rounds"] == 1
     assert all(value > 0 for value in report["median_s"].values())
+
+
+def test_fsdp_memory_benchmark_measures_both_strategies():
+    report = run_benchmark("benchmarks.fsdp_memory")
+    assert set(report["rows"]) == {"1 process", "ddp, 2 ranks", "fsdp, 2 ranks"}
+    assert report["fsdp_over_ddp"] == pytest.approx(0.5, abs=0.05)  # memory, not time: exact up to padding

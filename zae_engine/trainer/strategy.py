@@ -6,6 +6,7 @@ the core add-ons call only the methods below, at the few points where the layout
 
 - `no_sync(model)`: around the early micro-batches of an accumulation group (gradients stay local);
 - `rank_zero_copy(tensors)`: whole CPU tensors for rank 0 (best weights, `save_model`); a collective when sharded;
+- `laid_out_like(value, reference)`: a whole tensor placed as this rank holds `reference` (EMA's average);
 - `sharded`: model and optimizer state are split across ranks, so checkpoints are written by every rank;
 - `read_checkpoint(path, trainer)`: a checkpoint's state laid out as this rank holds the trainer's.
 """
@@ -46,6 +47,11 @@ class Strategy:
         if not is_rank_zero():
             return None
         return {key: value.detach().to("cpu", copy=copy) for key, value in tensors.items()}
+
+    def laid_out_like(self, value: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
+        """`value` (whole, e.g. an average of the weights) on `reference`'s device, in its dtype, and under a
+        sharding strategy cut to this rank's piece of it, like `reference`."""
+        return value.to(reference.device, reference.dtype)
 
     def read_checkpoint(self, path: Path, trainer: Any) -> tuple[dict[str, Any], dict[str, Any]]:
         """(state, meta) of the checkpoint `path` names (a folder or a `.ckpt` file), as this rank holds the

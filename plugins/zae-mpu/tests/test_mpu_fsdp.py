@@ -131,6 +131,25 @@ def test_ema_early_stopping_and_best_weights_work_under_fsdp():
     assert_same_weights(trainer._best_weights, ref_trainer._best_weights, atol=1e-6, rtol=1e-5)
 
 
+@pytest.mark.timeout(180)
+def test_a_second_run_shards_again_what_the_first_handed_back():
+    """After run() the user's objects are whole; the next run() shards them again, EMA's average included."""
+
+    def two_runs(trainer_cls, device, batch_size, **options):
+        model = make_mlp(seed=3)
+        optimizer = torch.optim.Adam(model.parameters(), lr=0.01)
+        ema = EMAAddon(decay=0.9)
+        trainer = trainer_cls(model, device, "train", optimizer, log_bar=False, addons=[ema], **options)
+        for _ in range(2):
+            trainer.run(1, DataLoader(make_dataset(128), batch_size=batch_size, shuffle=False))
+        return model, optimizer, trainer
+
+    reference = two_runs(SeparableTrainer, "cpu", 2 * B)
+    got = two_runs(DDPTrainer, TWO, B, strategy="fsdp", threads_per_worker=1)
+    assert_same_training(got, reference)
+    assert_same_weights(got[2].addon("ema").weights, reference[2].addon("ema").weights, atol=1e-6, rtol=1e-5)
+
+
 @pytest.mark.timeout(120)
 def test_a_nan_on_one_rank_skips_the_step_on_every_rank():
     reference = train(NaNOnThirdBatchTrainer, "cpu", 2 * B, nan_policy="skip")

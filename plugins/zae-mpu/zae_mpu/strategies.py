@@ -176,6 +176,14 @@ class FSDPStrategy(Strategy):
                     out[key] = value.detach().to("cpu", copy=copy)
         return out
 
+    def laid_out_like(self, value: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
+        from torch.distributed.tensor import DTensor, distribute_tensor
+
+        if isinstance(reference, DTensor) and not isinstance(value, DTensor):
+            local = value.to(reference.device, reference.dtype)
+            return distribute_tensor(local, reference.device_mesh, reference.placements, src_data_rank=None)
+        return value.to(reference.device, reference.dtype)
+
     def read_checkpoint(self, path: Path, trainer: Trainer) -> tuple[dict[str, Any], dict[str, Any]]:
         """A sharded checkpoint: each rank reads the pieces of its shards (any number of ranks wrote it). A whole
         one (from one process, or DDP): each rank reads it and keeps its own pieces."""

@@ -94,8 +94,9 @@ class EMAAddon(AddOnBase):
         if self.weights is None:
             self.reset()
             return
-        model_state = self._model_state()  # the trainer may have moved (set_device): the average follows the model
-        self.weights = {k: v.to(model_state[k].device) for k, v in self.weights.items()}
+        model_state = self._model_state()  # the trainer may have moved (or sharded) it: the average follows the model
+        like = self.trainer.strategy.laid_out_like
+        self.weights = {k: like(v, model_state[k]) for k, v in self.weights.items()}
 
     def on_optimizer_step(self) -> None:
         if (self.trainer.progress_checker.get_step() - 1) % self.config.update_every == 0:
@@ -137,7 +138,6 @@ class EMAAddon(AddOnBase):
                 f"{self.label()}: the checkpoint's EMA weights do not fit the model (missing: {missing[:5]}, "
                 f"unexpected: {unexpected[:5]}, other shape: {reshaped[:5]}); load a checkpoint of this model"
             )
-        self.weights = {
-            k: v.detach().to(model_state[k].device, model_state[k].dtype).clone() for k, v in weights.items()
-        } or None
+        like = self.trainer.strategy.laid_out_like
+        self.weights = {k: like(v.detach(), model_state[k]).clone() for k, v in weights.items()} or None
         self.updates = int(state.get("updates", 0))
