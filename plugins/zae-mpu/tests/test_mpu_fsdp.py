@@ -111,6 +111,14 @@ def test_activation_checkpointing_recomputes_to_the_same_result(references, stra
     assert "forward" not in model[0].__dict__  # the blocks' own forward again after the run
 
 
+@pytest.mark.timeout(600)
+def test_compile_model_compiles_the_sharded_model(references):
+    """torch.compile after the wrapping, as under DDP: compile(fully_shard(model)) trains like the eager one."""
+    got = train(DDPTrainer, TWO, B, strategy="fsdp", compile_model=True)
+    assert_same_training(got, references["plain"], atol=1e-5, rtol=1e-4)
+    assert_users_objects_back(*got)
+
+
 @pytest.mark.timeout(180)
 def test_ema_early_stopping_and_best_weights_work_under_fsdp():
     def addons():
