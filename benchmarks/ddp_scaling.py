@@ -1,4 +1,5 @@
-"""DDP scaling on CPU: samples/s of 1 process vs 2 gloo processes, hand-written torch DDP loop vs MultiGPUAddon.
+"""DDP scaling on CPU: samples/s of 1 process vs 2 gloo processes, hand-written torch DDP loop vs MultiGPUAddon;
+and the step time of MultiGPUAddon's fsdp strategy against its ddp one.
 
     python -m benchmarks.ddp_scaling                  # 4 alternating turns of 3 epochs per configuration
     python -m benchmarks.ddp_scaling --rounds 8 --steps 30
@@ -14,8 +15,10 @@ trainer does per batch). Process start-up, first (warm-up) epochs and epoch ends
 How it measures (default): for each configuration (1 process, 2 gloo processes) the processes are started once,
 and then take turns of `--turn` epochs between the hand-written loop and the trainer with `MultiGPUAddon`
 (one `run(turn)` call, which joins the running process group exactly as under torchrun: same DDP wrapping,
-sharding and loop as in its spawned workers). A busy machine thus slows both alike, and the ratio of the two
-scalings stays meaningful even when the absolute numbers move. (Turns of one epoch would put a freshly built
+sharding and loop as in its spawned workers), and a third trainer with `strategy="fsdp"` (FSDP2: every step
+gathers each block's parameters and reduce-scatters its gradients). A busy machine thus slows all alike, and the
+ratios stay meaningful even when the absolute numbers move. With one process there is nothing to shard: the
+fsdp trainer then trains exactly like the ddp one. (Turns of one epoch would put a freshly built
 DDP under the add-on every epoch: its first iterations rebuild buckets and log, which a real run pays once.) `--separate` instead runs each contender in its own processes, one after
 the other, with the add-on spawning its own workers as `trainer.run()` does.
 """
@@ -117,11 +120,18 @@ class MLPTrainer(Trainer.add_on(MultiGPUAddon, StepTimer)):
         return self.train_step(batch)
 
 
-def make_trainer(devices: list[str]) -> MLPTrainer:
+def make_trainer(devices: list[str], strategy: str = "ddp") -> MLPTrainer:
     model = make_model()
     optimizer = torch.optim.SGD(model.parameters(), lr=LR)
     return MLPTrainer(
-        model, devices, "train", optimizer, log_bar=False, threads_per_worker=1, init_method="tcp://127.0.0.1:0"
+        model,
+        devices,
+        "train",
+        optimizer,
+        log_bar=False,
+        threads_per_worker=1,
+        init_method="tcp://127.0.0.1:0",
+        strategy=strategy,
     )
 
 
@@ -132,16 +142,18 @@ def _interleaved_rank(rank: int, world: int, port: int, steps: int, rounds: int,
         dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
     dataset = make_dataset(steps, world)
     hand = HandWritten(dataset)
-    trainer = make_trainer(["cpu"])
+    trainers = {"addon": make_trainer(["cpu"]), "fsdp": make_trainer(["cpu"], "fsdp")}
     loader = DataLoader(dataset, batch_size=BATCH, shuffle=True)  # the add-on shards it
-    times: dict[str, list[float]] = {"hand": [], "addon": []}
+    times: dict[str, list[float]] = {"hand": [], "addon": [], "fsdp": []}
     with contextlib.redirect_stdout(io.StringIO()):  # the trainer's epoch lines
-        for round_ in range(rounds + 1):  # round 0 warms both up
+        for round_ in range(rounds + 1):  # round 0 warms every contender up
             hand_times = [t for _ in range(turn) for t in hand.epoch_step_times()]
-            trainer.run(turn, loader)
+            for trainer in trainers.values():
+                trainer.run(turn, loader)
             if round_:
                 times["hand"] += hand_times
-                times["addon"] += [t for epoch in trainer.history[-turn:] for t in epoch["time/steps_s"]]
+                for name, trainer in trainers.items():
+                    times[name] += [t for epoch in trainer.history[-turn:] for t in epoch["time/steps_s"]]
     if world > 1:
         dist.destroy_process_group()
     if rank == 0:
@@ -189,11 +201,14 @@ def separate(world: int, steps: int, rounds: int, turn: int) -> dict[str, float]
     hand = results.get()
     for worker in workers:
         worker.join()
-    trainer = make_trainer(["cpu"] * world)  # world 2: trainer.run() spawns its two workers
-    with contextlib.redirect_stdout(io.StringIO()):
-        trainer.run(epochs + 1, DataLoader(make_dataset(steps, world), batch_size=BATCH, shuffle=True))
-    addon = [t for h in trainer.history[1:] for t in h["time/steps_s"]]
-    return {"hand": world * BATCH / statistics.median(hand), "addon": world * BATCH / statistics.median(addon)}
+    result = {"hand": world * BATCH / statistics.median(hand)}
+    for name, strategy in (("addon", "ddp"), ("fsdp", "fsdp")):
+        trainer = make_trainer(["cpu"] * world, strategy)  # world 2: trainer.run() spawns its two workers
+        with contextlib.redirect_stdout(io.StringIO()):
+            trainer.run(epochs + 1, DataLoader(make_dataset(steps, world), batch_size=BATCH, shuffle=True))
+        steps_s = [t for h in trainer.history[1:] for t in h["time/steps_s"]]
+        result[name] = world * BATCH / statistics.median(steps_s)
+    return result
 
 
 # ---------------------------------------------------------------------- main
@@ -221,6 +236,11 @@ def main() -> None:
     print(f"samples/s  MultiGPUAddon:    1 process {one['addon']:,.0f}, 2 processes {two['addon']:,.0f}")
     print(f"scaling 1 -> 2 processes: hand-written DDP {hand_x:.3f}x, MultiGPUAddon {addon_x:.3f}x")
     print(f"add-on scaling / hand-written scaling: {addon_x / hand_x:.3f} (target >= 0.97)")
+    ddp_ms, fsdp_ms = (1000 * 2 * BATCH / two[name] for name in ("addon", "fsdp"))
+    print(
+        f"step time, 2 processes: MultiGPUAddon ddp {ddp_ms:.1f} ms, fsdp {fsdp_ms:.1f} ms "
+        f"(fsdp / ddp {fsdp_ms / ddp_ms:.2f}; no target: sharding trades time for memory)"
+    )
 
 
 if __name__ == "__main__":

@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -58,3 +60,9 @@ def test_checkpoint_stall_benchmark_runs_a_few_steps():
     assert set(report["stall"]) == {"sync", "async"}
     assert all(row["saves"] == 2 and row["median_write_s"] > 0 for row in report["stall"].values())
     assert set(report["step_cost"]["ratio_to_off"]) == {"off", "sync", "async"}
+
+
+def test_fsdp_memory_benchmark_measures_both_strategies():
+    report = run_benchmark("benchmarks.fsdp_memory")
+    assert set(report["rows"]) == {"1 process", "ddp, 2 ranks", "fsdp, 2 ranks"}
+    assert report["fsdp_over_ddp"] == pytest.approx(0.5, abs=0.05)  # memory, not time: exact up to padding

@@ -16,6 +16,7 @@ import torch
 from zae_engine.checkpoint.atomic import atomic_path
 from zae_engine.checkpoint.formats import read_checkpoint, read_meta
 from zae_engine.checkpoint.inspect import file_problem
+from zae_engine.checkpoint.sharded import read_sharded
 from zae_engine.checkpoint.store import locate
 from zae_engine.checkpoint.weights import load_weights, save_weights
 from zae_engine.errors import CheckpointError
@@ -51,7 +52,7 @@ def export_weights(source: str | os.PathLike, out: str | os.PathLike, force: boo
         raise CheckpointError(
             f"{str(target)!r} is inside the checkpoint folder it is exported from; write it somewhere else"
         )
-    weights = _verified_weights(folder)
+    weights = read_weights(folder)
     if target.suffix == ".safetensors":
         from safetensors.torch import save_file
 
@@ -63,8 +64,11 @@ def export_weights(source: str | os.PathLike, out: str | os.PathLike, force: boo
     return Exported(folder, target, len(weights), target.stat().st_size)
 
 
-def _verified_weights(folder: Path) -> dict[str, torch.Tensor]:
+def read_weights(folder: Path) -> dict[str, torch.Tensor]:
+    """The model weights of a checkpoint folder, whole on the CPU, verified against its checkpoint.json."""
     meta = read_meta(folder)
+    if meta["save_format"] == "sharded":  # assembled from every rank's pieces, in this process
+        return read_sharded(folder, meta, only="model")
     if meta["save_format"] == "ckpt":
         return read_checkpoint(folder)[0]["model"]  # verifies the hash, then torch.load(weights_only=True)
     path = folder / "model.safetensors"

@@ -43,6 +43,8 @@ from zae_engine.errors import CheckpointError
 META_NAME = "checkpoint.json"
 META_FORMAT = "zae-engine checkpoint"
 FILES = {"safetensors": ("model.safetensors", "state.safetensors", "state.json"), "ckpt": ("state.ckpt",)}
+#: every format a folder may have; "sharded" (files per rank) is `zae_engine.checkpoint.sharded`'s
+SAVE_FORMATS = (*FILES, "sharded")
 #: the two keys of a `state.ckpt` (version 0.2 on): flat tensors and the JSON skeleton that refers to them
 CKPT_KEYS = frozenset({"tensors", "skeleton_json"})
 
@@ -70,11 +72,16 @@ def write_checkpoint(folder: Path, state: dict[str, Any], meta: dict[str, Any], 
         text = dump_json(skeleton, "the state of the checkpoint")
         with open(folder / "state.ckpt", "wb") as handle:  # a Python file: a full disk surfaces as OSError(ENOSPC)
             torch.save({"tensors": tensors, "skeleton_json": text}, handle)
-    else:
+    elif save_format != "sharded":
         raise CheckpointError(f"unknown save_format {save_format!r}; use 'ckpt' or 'safetensors'")
-    for name in FILES[save_format]:
-        _fsync(folder / name)
-    files = {name: _fingerprint(folder / name) for name in FILES[save_format]}
+    if save_format == "sharded":  # every rank writes its own file, together
+        from zae_engine.checkpoint.sharded import write_sharded_checkpoint
+
+        files = write_sharded_checkpoint(folder, state, meta)
+    else:
+        for name in FILES[save_format]:
+            _fsync(folder / name)
+        files = {name: _fingerprint(folder / name) for name in FILES[save_format]}
     record = dict(meta, format=META_FORMAT, save_format=save_format, files=files)
     _write_text(folder / META_NAME, dump_json(record, str(folder / META_NAME), indent=2))
     _fsync(folder / META_NAME)
@@ -116,7 +123,7 @@ def read_meta(folder: Path) -> dict[str, Any]:
     meta = read_json(path, "checkpoint record")
     if not isinstance(meta, dict) or meta.get("format") != META_FORMAT:
         raise CheckpointError(f"{str(path)!r} was not written by zae-engine (no 'format': {META_FORMAT!r})")
-    if meta.get("save_format") not in FILES or not isinstance(meta.get("files"), dict):
+    if meta.get("save_format") not in SAVE_FORMATS or not isinstance(meta.get("files"), dict):
         raise CheckpointError(f"{str(path)!r} is damaged: 'save_format' or 'files' is missing or unknown")
     return meta
 
@@ -125,6 +132,10 @@ def read_checkpoint(folder: Path) -> tuple[dict[str, Any], dict[str, Any]]:
     """(state, meta) of a checkpoint folder; every file is verified against checkpoint.json before parsing."""
     meta = read_meta(folder)
     save_format = meta["save_format"]
+    if save_format == "sharded":  # assembled whole here; a sharded run reads its own pieces (strategy)
+        from zae_engine.checkpoint.sharded import read_sharded
+
+        return read_sharded(folder, meta), meta
     if save_format == "ckpt":
         path = folder / "state.ckpt"
         with open_regular(path) as handle:

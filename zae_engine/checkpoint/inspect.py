@@ -81,9 +81,19 @@ def check_folder(folder: Path, entry: CheckpointEntry | None = None) -> FolderCh
         return check
     save_format = meta["save_format"]
     check.save_format = save_format
-    expected = FILES[save_format]
-    check.files = [META_NAME, *expected]
     listed = meta["files"]
+    if save_format == "sharded":  # one file per rank: checkpoint.json names them (zae_engine.checkpoint.sharded)
+        from zae_engine.checkpoint.sharded import expected_files, unlisted_files
+
+        try:
+            expected = tuple(expected_files(meta, folder))
+        except CheckpointError as exc:
+            problem(str(exc))
+            return check
+        check.problems += unlisted_files(folder, meta)
+    else:
+        expected = FILES[save_format]
+    check.files = [META_NAME, *expected]
     strays = sorted(str(name) for name in listed if name not in expected)
     if strays:
         problem(f"{META_NAME} lists files a {save_format} checkpoint never holds: {', '.join(strays)}")
@@ -141,6 +151,10 @@ def sha256_of(path: Path) -> str:
 
 
 def _structure_problems(folder: Path, save_format: str) -> list[str]:
+    if save_format == "sharded":
+        from zae_engine.checkpoint.sharded import structure_problems
+
+        return structure_problems(folder, read_meta(folder))
     if save_format == "ckpt":
         why = _torch_zip_problem(folder / "state.ckpt")
         return [f"state.ckpt {why}"] if why else []

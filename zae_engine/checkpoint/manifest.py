@@ -49,7 +49,7 @@ class CheckpointEntry(BaseModel):
     )
     epoch: int = Field(description="epochs completed when it was saved")
     step: int = Field(description="optimizer steps completed when it was saved")
-    save_format: Literal["ckpt", "safetensors"]
+    save_format: Literal["ckpt", "safetensors", "sharded"]
     monitor: str | None = None
     mode: Literal["min", "max"] = "min"
     value: float | None = Field(None, description="the monitored metric at save time (None: not scored)")

@@ -69,16 +69,20 @@ def check_bounded(tree: Any, source: str) -> None:
     visit(tree, 0)
 
 
-def split_tensors(tree: Any, where: str = "state") -> tuple[Any, dict[str, torch.Tensor]]:
-    """`tree` -> (JSON-able skeleton, {key: CPU tensor}); tensors sharing memory are copied apart."""
+def split_tensors(tree: Any, where: str = "state", keep: bool = False) -> tuple[Any, dict[str, torch.Tensor]]:
+    """`tree` -> (JSON-able skeleton, {key: CPU tensor}); tensors sharing memory are copied apart.
+
+    `keep=True` leaves the tensors where and as they are (a device, a DTensor's shard): for a writer that
+    places them itself (sharded checkpoints).
+    """
     tensors: dict[str, torch.Tensor] = {}
     seen_storage: set[tuple[int, int]] = set()
 
     def tensor_ref(value: torch.Tensor, path: str) -> dict[str, str]:
         if value.is_sparse or value.layout != torch.strided:
             raise CheckpointError(f"cannot checkpoint {path}: sparse tensors are not supported; store it dense")
-        data = value.detach().to("cpu").contiguous()
-        if data.numel():
+        data = value.detach() if keep else value.detach().to("cpu").contiguous()
+        if data.numel() and not keep:
             storage = (data.untyped_storage().data_ptr(), data.storage_offset())
             if storage in seen_storage or data.untyped_storage().nbytes() != data.numel() * data.element_size():
                 data = data.clone()  # safetensors refuses shared or partial storage; a copy is exact

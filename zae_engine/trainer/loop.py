@@ -57,6 +57,7 @@ from zae_engine.trainer.position import EpochPosition, check_position
 from zae_engine.trainer.progress import ProgressChecker
 from zae_engine.trainer.resume import merge_optimizer, merge_scheduler
 from zae_engine.trainer.state_fit import check_fits
+from zae_engine.trainer.strategy import Strategy
 
 _PREFIX = {"train": "train/", "valid": "valid/", "test": "test/"}
 _AMP_DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -112,6 +113,7 @@ class Trainer(ABC, metaclass=compose.TrainerMeta):
         self.best: dict[str, Any] = {"metric": None, "value": math.inf, "epoch": None}
         self._best_weights: dict[str, torch.Tensor] | None = None
         self._scaler: torch.amp.GradScaler | None = None  # made by _place, for the device
+        self.strategy = Strategy()  # where the model's state lives: a launcher puts its own in place for a run
         self._display: NullDisplay = NullDisplay()
         self._interrupt: str | None = None  # the stop every rank agreed on (a signal's name): the loop ends
         self._stop_request: str | None = None  # a signal this process received, not yet agreed under DDP
@@ -233,10 +235,13 @@ class Trainer(ABC, metaclass=compose.TrainerMeta):
             else:
                 return model
 
-    def set_device(self, device: DeviceLike) -> None:
-        """Re-target this trainer to `device`: model, optimizer state and step logs. Launchers call it per worker."""
+    def set_device(self, device: DeviceLike, move_model: bool = True) -> None:
+        """Re-target this trainer to `device`: model, optimizer state and step logs. Launchers call it per worker;
+        one that puts the model on the device itself (fsdp places only its shards) passes `move_model=False`."""
         device = parse_devices(device)[0]
-        if device != self.device:
+        if not move_model:
+            self._place(device, move_model=False)
+        elif device != self.device:
             self._place(device)
             if self.optimizer is not None and self.optimizer.state:
                 self.optimizer.load_state_dict(self.optimizer.state_dict())  # re-casts state onto each param's device
@@ -421,7 +426,7 @@ class Trainer(ABC, metaclass=compose.TrainerMeta):
     def _train_batch(self, batch: Any) -> dict[str, Any] | None:
         batch = move_to_device(batch, self.device, self._non_blocking)
         if self._micro + 1 < self._group:  # an early batch of an accumulation group: gradients only, no step
-            with self.model.no_sync() if self._is_ddp() else _NO_CONTEXT:  # DDP syncs on the group's last batch
+            with self.strategy.no_sync(self.model):  # gradients are synchronised on the group's last batch
                 result = self._forward_backward(batch)
             if result is not None:
                 self._micro += 1
@@ -497,7 +502,7 @@ class Trainer(ABC, metaclass=compose.TrainerMeta):
     def _loss_is_finite(self, loss: torch.Tensor) -> bool:
         """nan_policy='skip' syncs here every step; under DDP all ranks skip together if any rank's loss is bad."""
         finite = bool(torch.isfinite(loss.detach()).all())
-        return every_rank(finite, self.device) if self._is_ddp() else finite
+        return every_rank(finite, self.device) if self._is_ddp() or self.strategy.sharded else finite
 
     def _is_ddp(self) -> bool:
         return getattr(self.model, "no_sync", None) is not None and is_distributed()
@@ -531,10 +536,10 @@ class Trainer(ABC, metaclass=compose.TrainerMeta):
         if value is None or not value < self.best["value"]:  # NaN never counts as better
             return
         self.best.update(value=value, epoch=epoch)
-        if self.config.keep_best_weights and self.is_rank_zero:
-            self._best_weights = {
-                k: v.detach().to("cpu", copy=True) for k, v in self.unwrapped_model.state_dict().items()
-            }
+        if self.config.keep_best_weights:  # every rank takes part: the weights may be sharded
+            weights = self.strategy.rank_zero_copy(self.unwrapped_model.state_dict())
+            if weights is not None:
+                self._best_weights = weights
 
     # ------------------------------------------------------------------ reading metrics at log points
     def _tick(self, log: StepLog) -> None:
@@ -674,9 +679,13 @@ class Trainer(ABC, metaclass=compose.TrainerMeta):
 
     # ------------------------------------------------------------------ weights and state
     def save_model(self, path: str) -> None:
-        """Write the (unwrapped) model weights atomically: safetensors for '*.safetensors', torch format otherwise."""
-        if self.is_rank_zero:
-            save_weights(self.unwrapped_model.state_dict(), path)
+        """Write the (unwrapped) model weights atomically: safetensors for '*.safetensors', torch format otherwise.
+
+        Rank 0 writes; under a sharding strategy (fsdp) every rank must call it, since the weights are gathered.
+        """
+        weights = self.strategy.rank_zero_copy(self.unwrapped_model.state_dict(), copy=False)
+        if weights is not None:
+            save_weights(weights, path)
 
     def apply_weights(self, path: str | None = None, strict: bool = True) -> None:
         """Load weights from `path`, or (None) the best weights this trainer has seen."""

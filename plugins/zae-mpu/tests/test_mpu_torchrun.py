@@ -29,8 +29,8 @@ def check_ranks(out: Path) -> None:
     reports = [json.loads((out / f"rank{r}.json").read_text()) for r in (0, 1)]
     weights = [load_file(str(out / f"rank{r}.safetensors")) for r in (0, 1)]
     assert [r["world_size"] for r in reports] == [2, 2]
-    assert all(r["model_is_users"] for r in reports)  # the DDP wrapper is gone after run()
-    assert_same_weights(weights[0], weights[1])  # DDP kept the replicas identical, bit for bit
+    assert all(r["model_is_users"] and r["plain_parameters"] for r in reports)  # no DDP/FSDP wrapper after run()
+    assert_same_weights(weights[0], weights[1])  # identical replicas (DDP), or the same shards gathered (FSDP)
     history = reports[0]["history"]
     assert [h["step"] for h in history] == [8, 16, 24]  # 128 samples / (8 per rank x 2 ranks) per epoch
     assert history[-1]["train/loss"] < history[0]["train/loss"]
@@ -38,10 +38,13 @@ def check_ranks(out: Path) -> None:
 
 
 @pytest.mark.timeout(120)
-def test_torchrun_with_two_processes_joins_instead_of_spawning(tmp_path):
+@pytest.mark.parametrize("strategy", ["ddp", "fsdp"])
+def test_torchrun_with_two_processes_joins_instead_of_spawning(tmp_path, strategy):
     port = str(free_port())
     command = torchrun("--nproc-per-node", "2", "--master-addr", "127.0.0.1", "--master-port", port)
-    done = subprocess.run([*command, str(tmp_path)], env=environment(), capture_output=True, text=True, timeout=110)
+    done = subprocess.run(
+        [*command, str(tmp_path), strategy], env=environment(), capture_output=True, text=True, timeout=110
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     check_ranks(tmp_path)
 

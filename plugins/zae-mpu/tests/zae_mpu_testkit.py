@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import gc
 import os
+import signal
+import threading
 import time
 from pathlib import Path
 
@@ -17,8 +19,9 @@ import torch.distributed as dist
 from torch import nn
 from zae_mpu import MultiGPUAddon
 
-from zae_engine.distributed import get_rank
+from zae_engine.distributed import get_rank, get_world_size
 from zae_engine.testing import SeparableTrainer
+from zae_engine.trainer.addons.base import AddOnBase, AddOnConfig
 
 
 def make_mlp(seed: int = 0) -> nn.Module:
@@ -26,8 +29,29 @@ def make_mlp(seed: int = 0) -> nn.Module:
     return nn.Sequential(nn.Linear(10, 16), nn.Tanh(), nn.Linear(16, 2))
 
 
+def make_uneven_mlp(seed: int = 0) -> nn.Module:
+    """Layer sizes two ranks cannot split evenly (17 and 3 rows): FSDP's shards differ in length."""
+    torch.manual_seed(seed)
+    return nn.Sequential(nn.Linear(10, 17), nn.Tanh(), nn.Linear(17, 3), nn.Tanh(), nn.Linear(3, 2))
+
+
 class DDPTrainer(SeparableTrainer.add_on(MultiGPUAddon)):
     """The kit's trainer under MultiGPUAddon."""
+
+
+class NaNOnThirdBatchTrainer(SeparableTrainer):
+    """The last rank's third batch has a NaN loss (in one process: the third batch), as bad data would give."""
+
+    def train_step(self, batch):
+        result = super().train_step(batch)
+        self.calls = getattr(self, "calls", 0) + 1
+        if self.calls == 3 and get_rank() == get_world_size() - 1:
+            result["loss"] = result["loss"] * float("nan")
+        return result
+
+
+class NaNOnThirdBatchDDPTrainer(NaNOnThirdBatchTrainer.add_on(MultiGPUAddon)):
+    """The same under MultiGPUAddon: only rank 1 sees the NaN."""
 
 
 class FailingDDPTrainer(DDPTrainer):
@@ -86,3 +110,145 @@ def wait_until_exited(pid: int) -> None:
         if state in ("Z", "X"):
             return
         time.sleep(0.01)
+
+
+class ProbedLinear(nn.Linear):
+    """Notes the bit width of the weight its forward computes with (under FSDP: the gathered, cast weight)."""
+
+    bits = 0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.bits = self.weight.element_size() * 8
+        return super().forward(x)
+
+
+class ProbedMLP(nn.Module):
+    """An MLP whose first block reports the width of the weights it computed with."""
+
+    def __init__(self, seed: int = 0) -> None:
+        super().__init__()
+        torch.manual_seed(seed)
+        self.blocks = nn.ModuleList([ProbedLinear(10, 16), nn.Linear(16, 2)])
+
+    @property
+    def weight_bits(self) -> int:
+        return self.blocks[0].bits
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.blocks[1](torch.tanh(self.blocks[0](x)))
+
+
+class ProbingTrainer(SeparableTrainer):
+    """Reports the width of the weights the forward computed with as the step value 'weight_bits'."""
+
+    def train_step(self, batch):
+        result = super().train_step(batch)
+        result["weight_bits"] = torch.tensor(float(self.unwrapped_model.weight_bits))
+        return result
+
+
+class ProbingDDPTrainer(ProbingTrainer.add_on(MultiGPUAddon)):
+    """ProbingTrainer under MultiGPUAddon."""
+
+
+class _InfiniteRowGradients(torch.autograd.Function):
+    """Identity in forward; in backward rows 2 and 3 get an inf gradient while the loss scale is above 4096."""
+
+    @staticmethod
+    def forward(ctx, weight, scale):
+        ctx.save_for_backward(scale)
+        return weight.view_as(weight)
+
+    @staticmethod
+    def backward(ctx, grad):
+        (scale,) = ctx.saved_tensors
+        grad = grad.clone()
+        if scale.item() > 4096.0:
+            grad[2:4] = float("inf")
+        return grad, None
+
+
+class OverflowingLinear(nn.Linear):
+    """A layer whose rows 2-3 (rank 1's shard of 4 rows on two ranks) overflow under a large loss scale."""
+
+    loss_scale = 1.0  # set by the trainer before each step
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        weight = _InfiniteRowGradients.apply(self.weight, torch.tensor(self.loss_scale))
+        return nn.functional.linear(x, weight, self.bias)
+
+
+class OverflowingRows(nn.Module):
+    """Only rank 1's shard holds the inf of an overflow: the step must be skipped on every rank all the same."""
+
+    def __init__(self, seed: int = 0) -> None:
+        super().__init__()
+        torch.manual_seed(seed)
+        self.blocks = nn.ModuleList([OverflowingLinear(10, 4), nn.Linear(4, 2)])
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.blocks[1](torch.tanh(self.blocks[0](x)))
+
+
+class ScaleAwareTrainer(SeparableTrainer):
+    """Tells an OverflowingRows model the current loss scale, so its rows overflow for the first steps only."""
+
+    def train_step(self, batch):
+        scale = float(self._scaler.get_scale()) if self._scaler.is_enabled() else 1.0
+        self.unwrapped_model.blocks[0].loss_scale = scale
+        return super().train_step(batch)
+
+
+class ScaleAwareDDPTrainer(ScaleAwareTrainer.add_on(MultiGPUAddon)):
+    """ScaleAwareTrainer under MultiGPUAddon."""
+
+
+def make_wide_mlp(seed: int = 0) -> nn.Module:
+    """About 4 M parameters (16 MB, 50 MB with Adam's moments): a sharded save takes a while to write."""
+    torch.manual_seed(seed)
+    layers: list[nn.Module] = [nn.Linear(10, 512), nn.Tanh()]
+    for _ in range(14):
+        layers += [nn.Linear(512, 512), nn.Tanh()]
+    return nn.Sequential(*layers, nn.Linear(512, 2))
+
+
+class KillDuringSaveConfig(AddOnConfig):
+    """Test add-on: one rank kills itself (SIGKILL) while the sharded checkpoint of a given epoch is written."""
+
+    save_path: str
+    rank: int = 1
+    epoch: int = 2
+
+
+class KillDuringSave(AddOnBase):
+    """From the start of `epoch`, a thread of rank `rank` watches `save_path`; when rank 0's temp folder for that
+    epoch's checkpoint appears (the save has begun on every rank), the process SIGKILLs itself."""
+
+    name = "kill_during_save"
+    Config = KillDuringSaveConfig
+    config: KillDuringSaveConfig
+
+    def on_epoch_start(self, epoch: int) -> None:
+        if epoch == self.config.epoch and get_rank() == self.config.rank:
+            threading.Thread(target=self._watch, daemon=True).start()
+
+    def _watch(self) -> None:
+        folder = Path(self.config.save_path)
+        while not any(p.name.startswith(".tmp-") and p.is_dir() for p in folder.iterdir()):
+            time.sleep(0.0005)
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+class SaveModelConfig(AddOnConfig):
+    """Test add-on: every rank calls trainer.save_model at each epoch's end (rank 0 writes the file)."""
+
+    folder: str
+
+
+class SaveModelEachEpoch(AddOnBase):
+    name = "save_model_each_epoch"
+    Config = SaveModelConfig
+    config: SaveModelConfig
+
+    def on_epoch_end(self, epoch: int, summary: dict) -> None:
+        self.trainer.save_model(str(Path(self.config.folder) / f"epoch-{epoch}.safetensors"))

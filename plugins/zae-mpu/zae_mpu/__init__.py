@@ -1,4 +1,4 @@
-"""zae-mpu: the `mpu` add-on of zae-engine, data-parallel training with torch DDP.
+"""zae-mpu: the `mpu` add-on of zae-engine, data-parallel training with torch DDP or FSDP2.
 
 Names load on first use, so `zae_mpu.config` (the options) can be read without importing torch.
 """

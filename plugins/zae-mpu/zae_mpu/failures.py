@@ -49,8 +49,11 @@ class Failure:
 
 
 def is_transport_error(exc: BaseException) -> bool:
-    """True for errors of the process group's transport (c10d's DistError, gloo/NCCL connection and timeouts)."""
+    """True for errors of the process group's transport (c10d's DistError, gloo/NCCL connection and timeouts),
+    and for errors raised `from` one (a sharded save that says which checkpoint the broken collective cost)."""
     if isinstance(exc, getattr(dist, "DistError", ())):
+        return True
+    if exc.__suppress_context__ and exc.__cause__ is not None and is_transport_error(exc.__cause__):
         return True
     return isinstance(exc, RuntimeError) and bool(_TRANSPORT_WORDS.search(str(exc)))
 

@@ -1,4 +1,4 @@
-"""One rank's share of a DDP run: join the process group, take a device, wrap the model, shard the data, train.
+"""One rank's share of a run: join the group, shard the data, let the strategy (DDP, FSDP) place the model, train.
 
 The same code serves workers this plugin spawns and processes started by torchrun; only the way the
 process group is joined differs (the launcher's store with an explicit rank, or env://).
@@ -13,10 +13,10 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.distributed as dist
-from torch.nn.parallel import DistributedDataParallel
 
 from zae_mpu.ports import join_hosted_store
 from zae_mpu.sharding import shard_loader
+from zae_mpu.strategies import make_strategy
 
 if TYPE_CHECKING:
     from collections.abc import Iterable
@@ -38,6 +38,7 @@ class RankPlan:
     timeout_s: float
     seed: int | None  # the DistributedSampler seed; None: rank 0's torch seed, shared with all ranks
     hosted_store: bool = False  # init_method is a TCPStore the launcher serves: join it as a client
+    handed_back: bool = False  # a spawned worker: rank 0 hands the result back, the other ranks' objects are dropped
 
 
 def launched_by_torchrun() -> bool:
@@ -56,26 +57,26 @@ def run_rank(
     if owns_group:
         dist.init_process_group(backend=plan.backend, timeout=timedelta(seconds=plan.timeout_s), **_joining(plan))
     addon = trainer.addon("mpu")
-    user_model = trainer.model
+    strategy = make_strategy(addon.config, plan.device)
+    completed = False
     try:
-        trainer.set_device(plan.device)
-        user_model = trainer.model
         if addon.config.shard_data:
             rank, world = dist.get_rank(), dist.get_world_size()
             seed = plan.seed if plan.seed is not None else _rank_zero_seed(plan)
             loader, train_sampler = shard_loader(loader, rank, world, seed, "training loader")
             valid_loader, valid_sampler = shard_loader(valid_loader, rank, world, seed, "validation loader")
             addon.samplers = tuple(s for s in (train_sampler, valid_sampler) if s is not None)
-        if _has_trainable_parameters(user_model):
-            options = {"find_unused_parameters": addon.config.find_unused_parameters, **addon.config.ddp_options}
-            device_ids = [plan.device.index] if plan.device.type == "cuda" else None
-            trainer.model = DistributedDataParallel(user_model, device_ids=device_ids, **options)
+        strategy.setup(trainer, loader)
         trainer.run_in_process(n_epoch, loader, valid_loader, total=total)
+        completed = True
     finally:
-        trainer.model = user_model  # the user's module again: usable after the process group is gone
-        addon.samplers = ()
-        if owns_group and dist.is_initialized():
-            dist.destroy_process_group()
+        try:
+            keep = not plan.handed_back or plan.rank == 0  # whole state only where someone reads it
+            strategy.teardown(trainer, completed, keep)  # the user's module again, usable after the group is gone
+        finally:
+            addon.samplers = ()
+            if owns_group and dist.is_initialized():
+                dist.destroy_process_group()
 
 
 def _joining(plan: RankPlan) -> dict[str, Any]:
@@ -94,8 +95,3 @@ def _rank_zero_seed(plan: RankPlan) -> int:
     seed = torch.tensor([torch.initial_seed() % 2**31], dtype=torch.int64, device=where)
     dist.broadcast(seed, src=0)
     return int(seed.item())
-
-
-def _has_trainable_parameters(model: torch.nn.Module) -> bool:
-    """DDP refuses a module with nothing to train (test-mode runs of frozen models): run those unwrapped."""
-    return any(p.requires_grad for p in model.parameters())

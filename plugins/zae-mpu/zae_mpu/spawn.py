@@ -242,6 +242,7 @@ def _worker_main(rank: int, payload: bytes, plan: SpawnPlan, lifeline: Any) -> N
             timeout_s=plan.timeout_s,
             seed=plan.seed,
             hosted_store=plan.hosted_store,
+            handed_back=True,
         )
         try:
             run_rank(trainer, rank_plan, plan.n_epoch, loader, valid_loader, plan.total)

@@ -94,8 +94,9 @@ class EMAAddon(AddOnBase):
         if self.weights is None:
             self.reset()
             return
-        model_state = self._model_state()  # the trainer may have moved (set_device): the average follows the model
-        self.weights = {k: v.to(model_state[k].device) for k, v in self.weights.items()}
+        model_state = self._model_state()  # the trainer may have moved (or sharded) it: the average follows the model
+        like = self.trainer.strategy.laid_out_like
+        self.weights = {k: like(v, model_state[k]) for k, v in self.weights.items()}
 
     def on_optimizer_step(self) -> None:
         if (self.trainer.progress_checker.get_step() - 1) % self.config.update_every == 0:
@@ -111,10 +112,13 @@ class EMAAddon(AddOnBase):
     def on_epoch_end(self, epoch: int, summary: dict[str, Any]) -> None:
         trainer = self.trainer
         measured_on_ema = self.config.evaluate_with_ema and str(trainer.best.get("metric")).startswith("valid/")
-        improved = trainer.best.get("epoch") == epoch and trainer._best_weights is not None
+        improved = trainer.best.get("epoch") == epoch and trainer.config.keep_best_weights
         if measured_on_ema and improved and self.weights is not None:
-            # the best value was measured with the EMA weights, so those are the best weights to keep
-            trainer._best_weights = {k: v.detach().to("cpu", copy=True) for k, v in self.weights.items()}
+            # the best value was measured with the EMA weights, so those are the best weights to keep (every rank
+            # takes part: under a sharding strategy the average is sharded too)
+            weights = trainer.strategy.rank_zero_copy(self.weights)
+            if weights is not None:
+                trainer._best_weights = weights
 
     def on_run_end(self, error: BaseException | None) -> None:
         self._swap_out()
@@ -134,7 +138,6 @@ class EMAAddon(AddOnBase):
                 f"{self.label()}: the checkpoint's EMA weights do not fit the model (missing: {missing[:5]}, "
                 f"unexpected: {unexpected[:5]}, other shape: {reshaped[:5]}); load a checkpoint of this model"
             )
-        self.weights = {
-            k: v.detach().to(model_state[k].device, model_state[k].dtype).clone() for k, v in weights.items()
-        } or None
+        like = self.trainer.strategy.laid_out_like
+        self.weights = {k: like(v.detach(), model_state[k]).clone() for k, v in weights.items()} or None
         self.updates = int(state.get("updates", 0))

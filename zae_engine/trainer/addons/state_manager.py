@@ -10,8 +10,9 @@ thread writes while training goes on (`zae_engine.checkpoint.background`).
 The trainer gains `save_state(path=None)` and `load_state(path=None)`.
 
 Under torch.distributed only rank 0 writes (weights come from `trainer.unwrapped_model`, so there is no
-`module.` prefix); every rank passes a barrier after an epoch's save so none runs ahead of it. See
-docs/checkpoints.md for the layout on disk and what a resume restores.
+`module.` prefix); every rank passes a barrier after an epoch's save so none runs ahead of it. Under a sharding
+strategy (fsdp) every rank writes its shards into the folder rank 0 makes (`zae_engine.checkpoint.sharded`)
+and reads back the pieces it holds. See docs/checkpoints.md for the layout on disk and what a resume restores.
 """
 
 from __future__ import annotations
@@ -26,11 +27,13 @@ import torch
 
 from zae_engine._version import __version__
 from zae_engine.checkpoint.background import BackgroundWriter
+from zae_engine.checkpoint.export import read_weights
 from zae_engine.checkpoint.manifest import CheckpointEntry, Manifest
 from zae_engine.checkpoint.rng import capture_rng, check_rng, gather_rng, restore_rng, rng_of_this_rank
+from zae_engine.checkpoint.sharded import save_sharded
 from zae_engine.checkpoint.staging import HostStaging
-from zae_engine.checkpoint.store import CheckpointStore, find_checkpoint, read_any, write_folder
-from zae_engine.distributed import barrier, is_rank_zero
+from zae_engine.checkpoint.store import CheckpointStore, find_checkpoint, write_folder
+from zae_engine.distributed import any_rank, barrier, is_rank_zero
 from zae_engine.errors import AddOnWarning, CheckpointError, ConfigError, TrainingInterrupted, did_you_mean
 from zae_engine.trainer.addons.base import AddOnBase
 from zae_engine.trainer.addons.configs import StateManagerConfig
@@ -106,7 +109,7 @@ class StateManagerAddon(AddOnBase):
     def _save_step(self) -> None:
         self._step_save_due = False
         ranks = gather_rng()  # every rank is at this batch (the schedule's answer is the same on all)
-        if is_rank_zero():
+        if self._writes_here:
             self._save("step", None, background=self.config.async_save, ranks=ranks)
         self._schedule.saved()
 
@@ -122,12 +125,15 @@ class StateManagerAddon(AddOnBase):
         value = self._monitored(summary)
         self._unsaved = None
         ranks = gather_rng()  # every rank's random streams, so a resume continues each rank's own
+        wanted = False
         if is_rank_zero():
             if self.config.keep_last == 0:
                 self._settle()  # ranking reads the manifest: not while the thread writes it
-            if self.config.keep_last > 0 or self._enters_top_k(value):
-                if self._save("epoch", value, background=self.config.async_save, ranks=ranks) is _SKIPPED:
-                    self._unsaved = summary  # saved at the end of the run instead
+            wanted = self.config.keep_last > 0 or self._enters_top_k(value)
+        if self._sharded:
+            wanted = any_rank(wanted, self.trainer.device)  # rank 0 decides; every rank writes its shards
+        if wanted and self._save("epoch", value, background=self.config.async_save, ranks=ranks) is _SKIPPED:
+            self._unsaved = summary  # saved at the end of the run instead
         self._schedule.saved()
         barrier()  # every rank reaches this after the same epoch; none runs ahead of rank 0's write
 
@@ -138,10 +144,10 @@ class StateManagerAddon(AddOnBase):
             if isinstance(error, TrainingInterrupted):
                 if self.config.save_on_interrupt:
                     ranks = gather_rng()  # every rank stopped after the same step: all of them take part
-                    if is_rank_zero():
+                    if self._writes_here:
                         self._stop_save(error.signal_name, ranks)
                 return
-            if not is_rank_zero():
+            if not self._writes_here:
                 return
             self._settle(raise_failure=error is None)
             if error is None and self._unsaved is not None and self.config.keep_last > 0:
@@ -174,15 +180,21 @@ class StateManagerAddon(AddOnBase):
     def save_state(self, path: str | Path | None = None) -> Path | None:
         """Checkpoint the trainer now: into save_path (listed, never pruned) or, given `path`, into that folder.
 
-        Returns the checkpoint folder (None on ranks other than 0, which write nothing).
+        Returns the checkpoint folder (None on ranks other than 0). Under a sharding strategy (fsdp) every rank
+        must call it: each writes its shards.
         """
-        if not is_rank_zero():
+        if not self._writes_here:
             return None
         self._settle()
         if path is None:
+            if not is_rank_zero():  # sharded: this rank writes its shards into rank 0's folder, under rank 0's lock
+                return self._save("manual", None)
             with self.store.writer():  # outside run(): hold the lock for this save only
                 return self._save("manual", None)
-        target = write_folder(Path(path), self._gather_state(), self._meta("manual", None), self.config.save_format)
+        state, meta = self._gather_state(), self._meta("manual", None)
+        target = self._written(state, lambda: write_folder(Path(path), state, meta, self._format))
+        if target is None:
+            return None
         self.last_checkpoint = target
         self._saved_at = self.trainer.progress_checker.state_dict()
         return target
@@ -204,7 +216,7 @@ class StateManagerAddon(AddOnBase):
                 )
             path = self.config.save_path
         target, manifest = find_checkpoint(path, manifest)
-        state, meta = read_any(target)
+        state, meta = self.trainer.strategy.read_checkpoint(target, self.trainer)  # as this rank holds the state
         source = repr(str(target))
         trainer = self.trainer
         rng, rng_note = rng_of_this_rank(state)
@@ -235,13 +247,30 @@ class StateManagerAddon(AddOnBase):
         return target
 
     # ------------------------------------------------------------------ saving
+    @property
+    def _sharded(self) -> bool:
+        return self.trainer.strategy.sharded
+
+    @property
+    def _writes_here(self) -> bool:
+        """Rank 0 writes checkpoints; under a sharding strategy (fsdp) every rank writes its shards."""
+        return self._sharded or is_rank_zero()
+
+    @property
+    def _format(self) -> str:
+        return "sharded" if self._sharded else self.config.save_format
+
+    def _written(self, state: dict[str, Any], write: Any) -> Path | None:
+        """`write()` on rank 0; under a sharding strategy every rank writes its shards with it (None elsewhere)."""
+        return save_sharded(state, write) if self._sharded else write()
+
     def _save(
         self, kind: str, value: float | None, background: bool = False, ranks: list[dict[str, Any]] | None = None
     ) -> Path | None:
         """Write a checkpoint now, or (background) hand a host copy of it to the writer thread.
 
-        Returns its folder when written here, None when handed over, `_SKIPPED` when a write was still in flight
-        and `async_when_busy` is 'skip'.
+        Returns its folder when written here, None when handed over (or written as this rank's shards into rank
+        0's folder), `_SKIPPED` when a write was still in flight and `async_when_busy` is 'skip'.
         """
         if self._writer.busy:
             if background and self.config.async_when_busy == "skip":
@@ -256,7 +285,7 @@ class StateManagerAddon(AddOnBase):
             kind=kind,
             epoch=done,
             step=step,
-            save_format=self.config.save_format,
+            save_format=self._format,
             monitor=self._monitor if value is not None else None,
             mode=self.config.monitor_mode,
             value=value,
@@ -278,9 +307,14 @@ class StateManagerAddon(AddOnBase):
 
     def _write(
         self, state: dict[str, Any], entry: CheckpointEntry, meta: dict[str, Any], monitor: str | None, progress: dict
-    ) -> Path:
+    ) -> Path | None:
         mode = self.config.monitor_mode
-        path = self.store.save(state, entry, meta, lambda entries: self._select(entries, monitor), monitor, mode)
+        path = self._written(
+            state,
+            lambda: self.store.save(state, entry, meta, lambda entries: self._select(entries, monitor), monitor, mode),
+        )
+        if path is None:
+            return None  # a rank other than 0 under a sharding strategy: its shards are in rank 0's folder
         self.best_checkpoint = self.store.best()
         self.last_checkpoint = path  # after the manifest lists it: trackers may upload it from here on
         self._saved_at = progress
@@ -317,14 +351,21 @@ class StateManagerAddon(AddOnBase):
                 return
         self._settle(raise_failure=False)
         left = None if budget is None else budget - (monotonic() - started)
-        if left is not None and self._write_seconds is not None and self._write_seconds > left:
-            latest = self.last_checkpoint.name if self.last_checkpoint is not None else "none"
-            trainer._display_note(
-                f"{signal_name}: not saving this step: the last save took {self._write_seconds:.1f} s and "
-                f"{max(left, 0):.1f} s of the {budget:g} s stop budget are left; the latest checkpoint is {latest}"
-            )
+        too_slow = left is not None and self._write_seconds is not None and self._write_seconds > left
+        if self._sharded:
+            too_slow = any_rank(too_slow, trainer.device)  # all ranks write their shards, or none does
+        if too_slow:
+            if is_rank_zero():
+                latest = self.last_checkpoint.name if self.last_checkpoint is not None else "none"
+                trainer._display_note(
+                    f"{signal_name}: not saving this step: the last save took {self._write_seconds or 0:.1f} s and "
+                    f"{max(left or 0, 0):.1f} s of the {budget:g} s stop budget are left; the latest checkpoint is "
+                    f"{latest}"
+                )
             return
         path = self._save("interrupted", None, ranks=ranks)
+        if path is None:
+            return  # this rank's shards, in rank 0's folder
         took = monotonic() - started
         of_budget = "" if budget is None else f" of the {budget:g} s stop budget"
         trainer._display_note(
@@ -427,7 +468,8 @@ class StateManagerAddon(AddOnBase):
         if entry is None or entry.epoch != trainer.best.get("epoch"):
             return
         try:
-            model = state["model"] if best.name == loaded.name else read_any(best)[0]["model"]
+            whole = best.name == loaded.name and not self._sharded  # sharded: this rank's pieces only
+            model = state["model"] if whole else read_weights(best)
         except CheckpointError:
             return  # the buffer stays empty; apply_weights(path) still works
         trainer._best_weights = {k: v.detach().to("cpu", copy=True) for k, v in model.items()}
