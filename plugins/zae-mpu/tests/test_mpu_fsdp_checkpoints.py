@@ -18,9 +18,17 @@ import torch
 from safetensors.torch import load_file
 from torch.utils.data import DataLoader
 from zae_mpu import RankFailedError
-from zae_mpu_testkit import DDPTrainer, KillDuringSave, SaveModelEachEpoch, make_mlp, make_wide_mlp
+from zae_mpu_testkit import (
+    DDPTrainer,
+    KillDuringSave,
+    SaveModelEachEpoch,
+    SignalParentAtStep,
+    make_mlp,
+    make_wide_mlp,
+)
 
 from zae_engine.checkpoint.manifest import read_manifest
+from zae_engine.errors import ConfigError, TrainingInterrupted
 from zae_engine.testing import SeparableTrainer, assert_same_weights, make_dataset
 from zae_engine.trainer.addons import StateManagerAddon
 
@@ -35,10 +43,11 @@ def zae(*args: str | Path) -> subprocess.CompletedProcess:
     return subprocess.run([*ZAE, *map(str, args)], env=env, capture_output=True, text=True, timeout=120)
 
 
-def trainer_on(device, save_path: Path, model_fn=make_mlp, addons=(), **options):
+def trainer_on(device, save_path: Path, model_fn=make_mlp, addons=(), saving=None, **options):
     model = model_fn(seed=3)
     optimizer = torch.optim.Adam(model.parameters(), lr=0.01)
-    manager = StateManagerAddon(save_path=str(save_path), save_top_k=0, keep_last=2, resume=True)
+    saving = {"save_top_k": 0, "keep_last": 2, **(saving or {})}
+    manager = StateManagerAddon(save_path=str(save_path), resume=True, **saving)
     if device == TWO:
         cls, options = DDPTrainer, {"strategy": "fsdp", "threads_per_worker": 1, **options}
     else:
@@ -201,6 +210,31 @@ def test_a_rank_killed_during_a_sharded_save_leaves_no_listed_incomplete_checkpo
     run(resumed, 2)  # resumes from epoch 1; its first save sweeps the dead writer's temp folder
     assert [h["epoch"] for h in resumed.history] == [1, 2]
     assert not [p for p in save_path.iterdir() if p.name.startswith(".tmp-")]
+
+
+@pytest.mark.timeout(240)
+def test_step_checkpoints_and_a_sigterm_inside_an_epoch_save_every_ranks_shards_and_resume_exactly(tmp_path, straight):
+    save_path = tmp_path / "ckpt"
+    saving = {"every_n_steps": 5, "keep_last": 20}
+    preempted = trainer_on(TWO, save_path, addons=[SignalParentAtStep(step=19, pid=os.getpid())], saving=saving)
+    with pytest.raises(TrainingInterrupted):
+        run(preempted, 4)  # the ranks agree on the stop at a step both reach, inside epoch 3
+    listed = read_manifest(save_path).checkpoints
+    assert {e.save_format for e in listed} == {"sharded"}
+    assert [e.step for e in listed if e.kind == "step"][:3] == [5, 10, 15]
+    assert listed[-1].kind == "interrupted" and 19 < listed[-1].step < 32  # saved inside an epoch, by both ranks
+    assert zae("checkpoint", "verify", save_path).returncode == 0
+
+    resumed = trainer_on(TWO, save_path, saving=saving)
+    run(resumed, 4)  # the rest of the interrupted epoch, then the fourth
+    assert_ends_like(resumed, straight)
+
+
+def test_async_saves_under_fsdp_are_refused_before_any_worker_starts(tmp_path):
+    trainer = trainer_on(TWO, tmp_path / "ckpt", saving={"async_save": True})
+    with pytest.raises(ConfigError, match="async_save=True"):
+        run(trainer, 1)
+    assert not (tmp_path / "ckpt").exists() or not read_manifest(tmp_path / "ckpt").checkpoints
 
 
 SPEC = """

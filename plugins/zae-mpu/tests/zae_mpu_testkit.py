@@ -252,3 +252,22 @@ class SaveModelEachEpoch(AddOnBase):
 
     def on_epoch_end(self, epoch: int, summary: dict) -> None:
         self.trainer.save_model(str(Path(self.config.folder) / f"epoch-{epoch}.safetensors"))
+
+
+class SignalParentConfig(AddOnConfig):
+    """Test add-on: rank 0 sends SIGTERM to process `pid` (the one that launched the workers) after a given step."""
+
+    step: int
+    pid: int
+
+
+class SignalParentAtStep(AddOnBase):
+    """Stands in for a scheduler preempting the job: the launching process gets SIGTERM and passes it on."""
+
+    name = "signal_parent_at_step"
+    Config = SignalParentConfig
+    config: SignalParentConfig
+
+    def on_batch_end(self, result: dict) -> None:
+        if get_rank() == 0 and self.trainer.progress_checker.get_step() - 1 == self.config.step:
+            os.kill(self.config.pid, signal.SIGTERM)  # workers' parent is a forkserver

@@ -76,8 +76,8 @@ class MultiGPUAddon(LauncherAddon):
             return run_rank(trainer, plan, n_epoch, loader, valid_loader, total)
         if len(trainer.devices) == 1:
             return trainer.run_in_process(n_epoch, loader, valid_loader, total=total)
-        if self.config.strategy == "fsdp" and not self.config.shard_data:
-            check_fsdp_run(trainer, loader)  # before any worker starts
+        if self.config.strategy == "fsdp":  # before any worker starts (a loader to shard gets a length there)
+            check_fsdp_run(trainer, None if self.config.shard_data else loader)
         devices = tuple(str(d) for d in trainer.devices)
         world = len(devices)
         plan = SpawnPlan(

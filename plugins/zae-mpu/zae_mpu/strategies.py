@@ -268,8 +268,8 @@ def check_fsdp_optimizer(optimizer: Any, model: nn.Module) -> None:
         )
 
 
-def check_fsdp_run(trainer: Trainer, loader: Iterable) -> None:
-    """What a run under FSDP cannot do with this loader and these add-ons, said before any worker starts."""
+def check_fsdp_run(trainer: Trainer, loader: Iterable | None) -> None:
+    """What a run under FSDP cannot do with these add-ons and this training loader (None: not checked)."""
     manager = trainer.addons.get("state_manager")
     if manager is not None and getattr(manager.config, "async_save", False):
         raise ConfigError(
@@ -277,7 +277,8 @@ def check_fsdp_run(trainer: Trainer, loader: Iterable) -> None:
             "the state manager's async_save=True would write them from a background thread on each rank. "
             "Set async_save=False, or use strategy='ddp'"
         )
-    check_fsdp_loader(trainer, loader)
+    if loader is not None:
+        check_fsdp_loader(trainer, loader)
 
 
 def check_fsdp_loader(trainer: Trainer, loader: Iterable) -> None:
