@@ -69,7 +69,7 @@ def _read(path: tuple[str, ...]) -> tuple[Registration, ...]:
                         config_value=configs.get(ep.name),
                         distribution=name,
                         version=dist.version or "?",
-                        summary=meta["Summary"] or "",
+                        summary=meta.get("Summary") or "",
                         requires=tuple(dist.requires or ()),
                     )
                 )

@@ -198,7 +198,7 @@ def test_by_default_runs_go_to_a_sqlite_file_under_runs(tmp_path):
     addon = MLflowLoggerAddon()
     make_trainer(addon).run(1, make_loader())  # the working folder is tmp_path (conftest)
     assert (tmp_path / "runs" / "mlflow.db").is_file()
-    (run,) = runs_of("sqlite:///runs/mlflow.db", "Default")
+    (run,) = runs_of(f"sqlite:///{tmp_path}/runs/mlflow.db", "Default")
     assert run.run_id == addon.mlflow_run_id and run.status == "FINISHED"
 
 

@@ -25,12 +25,17 @@ BOUNDED_HTTP = {
 
 
 def tracking_uri(configured: str | None) -> str:
-    """The add-on's `tracking_uri`, else MLFLOW_TRACKING_URI, else the local SQLite file (its folder made)."""
+    """The add-on's `tracking_uri`, else MLFLOW_TRACKING_URI, else the local SQLite file (its folder made).
+
+    A relative SQLite path is made absolute here: MLflow keeps one store per URI for the life of the process, so
+    `sqlite:///runs/mlflow.db` would keep writing into the first working folder it was opened from."""
     uri = configured or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI
     if uri.startswith("sqlite:///"):
-        path = uri.removeprefix("sqlite:///").split("?", 1)[0]
+        path, _, query = uri.removeprefix("sqlite:///").partition("?")
         if path and path != ":memory:":
-            Path(path).expanduser().parent.mkdir(parents=True, exist_ok=True)
+            file = Path(path).expanduser().absolute()
+            file.parent.mkdir(parents=True, exist_ok=True)
+            uri = f"sqlite:///{file}" + (f"?{query}" if query else "")
     return uri
 
 
