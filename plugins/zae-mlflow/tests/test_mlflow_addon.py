@@ -355,11 +355,12 @@ def test_under_mlflow_run_the_given_run_is_continued(tmp_path, monkeypatch):
     )
 
 
-def test_under_ddp_only_rank_zero_logs_and_the_run_id_comes_back(tmp_path):
+@pytest.mark.parametrize("strategy", ["ddp", "fsdp"])
+def test_under_ddp_or_fsdp_only_rank_zero_logs_and_the_run_id_comes_back(tmp_path, strategy):
     from zae_mpu import MultiGPUAddon
 
     addon = MLflowLoggerAddon(tracking_uri=store(tmp_path), experiment="ddp")
-    trainer = make_trainer(MultiGPUAddon(), addon, log_interval=1, device=["cpu", "cpu"])
+    trainer = make_trainer(MultiGPUAddon(strategy=strategy), addon, log_interval=1, device=["cpu", "cpu"])
     trainer.run(1, make_loader())  # two spawned gloo workers, 2 optimizer steps each
     assert addon.mlflow_run_id is not None  # made by rank 0 in its worker, handed back with the add-on's state
     trainer.run(1, make_loader())  # new workers: the same MLflow run goes on

@@ -164,11 +164,12 @@ def test_a_killed_process_leaves_every_finished_epoch_readable(tmp_path):
     assert run.status is None  # killed: no session end was written
 
 
-def test_under_ddp_only_rank_zero_writes(tmp_path):
+@pytest.mark.parametrize("strategy", ["ddp", "fsdp"])
+def test_under_ddp_or_fsdp_only_rank_zero_writes(tmp_path, strategy):
     from zae_mpu import MultiGPUAddon
 
     addon = TensorBoardLoggerAddon(log_dir=str(tmp_path))
-    trainer = make_trainer(MultiGPUAddon(), addon, log_interval=1, device=["cpu", "cpu"])
+    trainer = make_trainer(MultiGPUAddon(strategy=strategy), addon, log_interval=1, device=["cpu", "cpu"])
     trainer.run(1, make_loader())  # two spawned gloo workers, 2 optimizer steps each
     (run,) = read_runs(tmp_path)
     assert len(list(run.folder.glob("events.out.tfevents.*"))) == 1
