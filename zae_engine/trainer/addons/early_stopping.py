@@ -10,9 +10,9 @@ import math
 from typing import Any
 
 from zae_engine.distributed import any_rank
-from zae_engine.errors import ConfigError, did_you_mean
 from zae_engine.trainer.addons.base import AddOnBase
 from zae_engine.trainer.addons.configs import EarlyStoppingConfig
+from zae_engine.trainer.addons.monitor import monitored_value
 
 
 class EarlyStoppingAddon(AddOnBase):
@@ -47,13 +47,7 @@ class EarlyStoppingAddon(AddOnBase):
         if self.trainer.mode != "train":
             return
         monitor = self.config.monitor or self.trainer.best["metric"]
-        if monitor not in summary:
-            metrics = sorted(k for k, v in summary.items() if isinstance(v, (int, float)))
-            raise ConfigError(
-                f"{self.label()}: monitor '{monitor}' is not in the epoch summary{did_you_mean(monitor, metrics)}; "
-                f"available: {', '.join(metrics)}. Pass a valid_loader for 'valid/...' keys, or set monitor"
-            )
-        value = float(summary[monitor])
+        value = monitored_value(summary, monitor, self.label())
         if self.improved(value):
             self.best, self.best_epoch, self.bad_epochs = value, epoch, 0
         else:

@@ -18,9 +18,9 @@ from __future__ import annotations
 from typing import Any
 
 from zae_engine.distributed import any_rank
-from zae_engine.errors import MissingMetricError, did_you_mean
 from zae_engine.trainer.addons.base import AddOnBase
 from zae_engine.trainer.addons.configs import OptunaPruningConfig
+from zae_engine.trainer.addons.monitor import monitored_value
 
 
 class OptunaPruningAddon(AddOnBase):
@@ -42,13 +42,7 @@ class OptunaPruningAddon(AddOnBase):
         if self.trainer.mode != "train":
             return
         monitor = self.config.monitor or self.trainer.best["metric"]
-        if monitor not in summary:
-            metrics = sorted(k for k, v in summary.items() if isinstance(v, (int, float)))
-            raise MissingMetricError(
-                f"{self.label()}: monitor '{monitor}' is not in the epoch summary{did_you_mean(monitor, metrics)}; "
-                f"available: {', '.join(metrics)}. Pass a valid_loader for 'valid/...' keys, or set monitor"
-            )
-        value = float(summary[monitor])
+        value = monitored_value(summary, monitor, self.label())
         self._last = (monitor, value)
         prune = False
         if self.trainer.is_rank_zero:

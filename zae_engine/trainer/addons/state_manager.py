@@ -34,9 +34,10 @@ from zae_engine.checkpoint.sharded import save_sharded
 from zae_engine.checkpoint.staging import HostStaging
 from zae_engine.checkpoint.store import CheckpointStore, find_checkpoint, write_folder
 from zae_engine.distributed import any_rank, barrier, is_rank_zero
-from zae_engine.errors import AddOnWarning, CheckpointError, ConfigError, TrainingInterrupted, did_you_mean
+from zae_engine.errors import AddOnWarning, CheckpointError, MissingMetricError, TrainingInterrupted
 from zae_engine.trainer.addons.base import AddOnBase
 from zae_engine.trainer.addons.configs import StateManagerConfig
+from zae_engine.trainer.addons.monitor import monitored_value
 from zae_engine.trainer.addons.save_schedule import SaveSchedule
 
 
@@ -403,19 +404,15 @@ class StateManagerAddon(AddOnBase):
         monitor = self.config.monitor or self.trainer.best.get("metric")
         if monitor is None:
             monitor = "valid/loss" if "valid/loss" in summary else "train/loss"
-        if monitor not in summary:
-            if self.config.save_top_k == 0:
-                return None  # nothing is ranked: a monitor that is not there does not matter
-            keys = sorted(k for k in summary if k not in ("epoch", "step"))
-            raise ConfigError(
-                f"add-on 'state_manager': monitor {monitor!r} is not in the epoch summary{did_you_mean(monitor, keys)}; "
-                f"available keys: {', '.join(keys)}"
-            )
-        self._monitor = monitor
+        if monitor not in summary and self.config.save_top_k == 0:
+            return None  # nothing is ranked: a monitor that is not there does not matter
         try:
-            value = float(summary[monitor])
-        except (TypeError, ValueError):
-            return None
+            value = monitored_value(summary, monitor, self.label())
+        except MissingMetricError:
+            raise
+        except (TypeError, ValueError):  # a value that is not a number ranks nowhere
+            value = math.nan
+        self._monitor = monitor
         return value if math.isfinite(value) else None
 
     def _scored(self, entries: list[CheckpointEntry], monitor: str | None) -> list[CheckpointEntry]:
@@ -494,13 +491,3 @@ def _checked_history(history: Any, source: str) -> list[dict[str, Any]] | None:
     if not isinstance(history, list) or not all(isinstance(h, dict) for h in history):
         raise CheckpointError(f"{source}: 'history' must be a list of epoch summaries; the checkpoint is damaged")
     return [dict(h) for h in history]
-
-
-def _json_scalars(summary: dict[str, Any]) -> dict[str, Any]:
-    out = {}
-    for key, value in summary.items():
-        if isinstance(value, torch.Tensor) and value.numel() == 1:
-            value = value.item()
-        if isinstance(value, (str, int, float, bool)) or value is None:
-            out[str(key)] = value
-    return out
