@@ -23,7 +23,7 @@ from pydantic import ValidationError
 from zae_engine.errors import CompositionError, ConfigError, did_you_mean
 from zae_engine.registry import AddOnError, get_addon
 from zae_engine.spec.models import AddOnEntry, Component, LoaderSpec, RunSpec, problems_from_pydantic
-from zae_engine.spec.source import FieldPath, Problem, SpecSource, dotted
+from zae_engine.spec.source import FieldPath, Problem, SpecSource, dotted, with_env_templates
 from zae_engine.trainer.addons.base import AddOnBase, LauncherAddon
 from zae_engine.trainer.compose import check_class_set
 
@@ -48,9 +48,7 @@ class RunPlan:
             for key in ("name", "class_path"):
                 if entry.get(key) is None:
                     entry.pop(key, None)
-        for path, template in self.source.env_templates.items():
-            _put(data, path, template)
-        return data
+        return with_env_templates(data, self.source)
 
 
 @dataclass
@@ -378,16 +376,6 @@ def _loader(plan: RunPlan, name: str, spec: LoaderSpec) -> Any:
             )
     except (TypeError, ValueError) as exc:
         raise plan.source.fail(("data", name), f"{loader_class.__name__}: {exc}") from None
-
-
-def _put(data: Any, path: FieldPath, value: Any) -> None:
-    for part in path[:-1]:
-        try:
-            data = data[part]
-        except (KeyError, IndexError, TypeError):
-            return
-    if isinstance(data, dict) and path[-1] in data or isinstance(data, list) and isinstance(path[-1], int):
-        data[path[-1]] = value
 
 
 __all__ = ["BuiltRun", "RunPlan", "add_import_roots", "build_run", "check_spec", "dotted", "resolve"]

@@ -246,6 +246,27 @@ def apply_overrides(source: SpecSource, assignments: list[str]) -> None:
         set_field(source, key, value, f"--set {key}")
 
 
+def with_env_templates(data: Any, source: SpecSource) -> Any:
+    """`data` (the spec's fields as plain data) with every `${VAR}` field put back to its placeholder, so what is
+    written out or sent to a tracker never holds a value read from the environment."""
+    for path, template in source.env_templates.items():
+        parent = data
+        for part in path[:-1]:
+            try:
+                parent = parent[part]
+            except (KeyError, IndexError, TypeError):
+                break
+        else:
+            last = path[-1]
+            if (
+                isinstance(parent, dict)
+                and last in parent
+                or (isinstance(parent, list) and isinstance(last, int) and last < len(parent))
+            ):
+                parent[last] = template
+    return data
+
+
 def set_field(source: SpecSource, key: str, value: Any, origin: str) -> FieldPath:
     """Put a Python value (not YAML text) at the dotted `key`, the way `--set` does; `origin` is what error messages
     name as the place the value came from. Returns the field's path."""

@@ -16,7 +16,7 @@ from typing import Any
 
 from zae_engine.spec.build import RunPlan
 from zae_engine.spec.models import RunSpec
-from zae_engine.spec.source import FieldPath, SpecError, SpecSource, set_field
+from zae_engine.spec.source import SpecError, SpecSource, set_field, with_env_templates
 from zae_engine.sweep.space import SweepSpec
 
 STUDY_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
@@ -145,21 +145,7 @@ def trial_source(plan: SweepPlan, values: dict[str, Any], study: str, number: in
 def spec_text_data(plan: SweepPlan, values: dict[str, Any]) -> dict[str, Any]:
     """The best trial's spec as data to write out: `${VAR}` fields keep their placeholder, secrets stay out."""
     source = plan.with_values(values)
-    data = source.data
-    for path, template in source.env_templates.items():
-        _put(data, path, template)
-    return data
-
-
-def _put(data: Any, path: FieldPath, value: Any) -> None:
-    for part in path[:-1]:
-        try:
-            data = data[part]
-        except (KeyError, IndexError, TypeError):
-            return
-    last = path[-1]
-    if isinstance(data, dict) and last in data or isinstance(data, list) and isinstance(last, int) and last < len(data):
-        data[last] = value
+    return with_env_templates(source.data, source)
 
 
 __all__ = [
