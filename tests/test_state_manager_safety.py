@@ -12,7 +12,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
-from zae_engine.checkpoint.formats import _fingerprint
+from zae_engine.checkpoint.integrity import fingerprint as _fingerprint
 from zae_engine.checkpoint.lock import LOCK_NAME
 from zae_engine.checkpoint.tree import join_tensors, split_tensors
 from zae_engine.errors import CheckpointError

@@ -50,7 +50,7 @@ def line_of(path: Path, text: str) -> int:
 
 
 def problems(path: Path, sampler: str | None = None) -> list[str]:
-    from zae_engine.sweep.plan import load_sweep
+    from zae_engine.sweep.checks import load_sweep
 
     with pytest.raises(SpecError) as caught:
         load_sweep(path, sampler=sampler)
@@ -58,7 +58,7 @@ def problems(path: Path, sampler: str | None = None) -> list[str]:
 
 
 def test_a_good_space_loads_and_its_values_reach_the_spec_typed(tmp_path):
-    from zae_engine.sweep.plan import load_sweep
+    from zae_engine.sweep.checks import load_sweep
 
     path = write(
         tmp_path,
@@ -147,7 +147,7 @@ def test_a_yaml_1_1_text_number_among_choices_gets_a_hint(tmp_path):
 
 
 def test_sections_whole_values_are_choices_too(tmp_path):
-    from zae_engine.sweep.plan import load_sweep
+    from zae_engine.sweep.checks import load_sweep
     from zae_engine.sweep.space import ChoiceParam
 
     path = write(
@@ -168,7 +168,7 @@ def test_sections_whole_values_are_choices_too(tmp_path):
 
 
 def test_a_sweep_file_names_the_spec_and_its_errors_point_at_the_right_file(tmp_path):
-    from zae_engine.sweep.plan import load_sweep
+    from zae_engine.sweep.checks import load_sweep
 
     (tmp_path / "run.yaml").write_text(BASE)
     sweep_file = tmp_path / "search.yaml"

@@ -18,7 +18,6 @@ may be a symbolic link.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import pickle
 import re
@@ -28,7 +27,8 @@ from typing import IO, Any
 
 import torch
 
-from zae_engine.checkpoint.failures import first_line, read_failure
+from zae_engine.checkpoint.failures import first_line
+from zae_engine.checkpoint.integrity import META_NAME, check_state, fingerprint, verify
 from zae_engine.checkpoint.tree import check_bounded, join_tensors, split_tensors
 from zae_engine.checkpoint.untrusted import (
     MAX_JSON_BYTES,
@@ -40,7 +40,6 @@ from zae_engine.checkpoint.untrusted import (
 )
 from zae_engine.errors import CheckpointError
 
-META_NAME = "checkpoint.json"
 META_FORMAT = "zae-engine checkpoint"
 FILES = {"safetensors": ("model.safetensors", "state.safetensors", "state.json"), "ckpt": ("state.ckpt",)}
 #: every format a folder may have; "sharded" (files per rank) is `zae_engine.checkpoint.sharded`'s
@@ -81,7 +80,7 @@ def write_checkpoint(folder: Path, state: dict[str, Any], meta: dict[str, Any], 
     else:
         for name in FILES[save_format]:
             _fsync(folder / name)
-        files = {name: _fingerprint(folder / name) for name in FILES[save_format]}
+        files = {name: fingerprint(folder / name) for name in FILES[save_format]}
     record = dict(meta, format=META_FORMAT, save_format=save_format, files=files)
     _write_text(folder / META_NAME, dump_json(record, str(folder / META_NAME), indent=2))
     _fsync(folder / META_NAME)
@@ -95,18 +94,6 @@ def _write_text(path: Path, text: str) -> None:
 def _fsync(path: Path) -> None:
     with open(path, "rb") as handle:
         os.fsync(handle.fileno())
-
-
-def _fingerprint(path: Path) -> dict[str, Any]:
-    with open(path, "rb") as handle:
-        return {"bytes": os.fstat(handle.fileno()).st_size, "sha256": _sha256(handle)}
-
-
-def _sha256(handle: IO[bytes]) -> str:
-    digest = hashlib.sha256()
-    for chunk in iter(lambda: handle.read(1 << 20), b""):
-        digest.update(chunk)
-    return digest.hexdigest()
 
 
 # ---------------------------------------------------------------------------------------------- reading
@@ -155,29 +142,6 @@ def read_checkpoint(folder: Path) -> tuple[dict[str, Any], dict[str, Any]]:
         raise CheckpointError(f"{str(json_path)!r} does not hold a checkpoint state (a JSON object)")
     state["model"] = model
     return check_state(state, repr(str(folder))), meta
-
-
-def verify(handle: IO[bytes], path: Path, expected: Any) -> None:
-    """Check an open file against its record in checkpoint.json: the size first (free), then the SHA-256."""
-    if not isinstance(expected, dict):
-        raise CheckpointError(f"{str(path.parent / META_NAME)!r} does not list {path.name}; the checkpoint is damaged")
-    size = os.fstat(handle.fileno()).st_size
-    if size != expected.get("bytes"):
-        raise CheckpointError(
-            f"checkpoint file {str(path)!r} has {size} bytes but {expected.get('bytes')} were saved: "
-            "it is truncated or was replaced. Load another checkpoint"
-        )
-    try:
-        digest = _sha256(handle)
-    except OSError as exc:
-        raise read_failure(path, exc) from exc
-    finally:
-        handle.seek(0)
-    if digest != expected.get("sha256"):
-        raise CheckpointError(
-            f"checkpoint file {str(path)!r} does not match the SHA-256 recorded when it was saved: it was changed "
-            "or corrupted. Load another checkpoint"
-        )
 
 
 def _load_safetensors(path: Path) -> dict[str, torch.Tensor]:
@@ -240,40 +204,3 @@ def read_torch_state(handle: IO[bytes], path: Path) -> dict[str, Any]:
         check_bounded(loaded, source)  # version 0.1: nested containers straight from the pickle
         state = loaded
     return check_state(state, source)
-
-
-#: top-level parts of a state and the type each must have (None is allowed for all)
-_PART_TYPES = {
-    "optimizer": dict,
-    "scheduler": dict,
-    "scaler": dict,
-    "best": dict,
-    "addons": dict,
-    "rng": dict,
-    "history": list,
-    "position": dict,
-}
-
-
-def check_state(state: Any, source: str) -> dict[str, Any]:
-    """Make sure a parsed file has the shape of a trainer checkpoint before anything is loaded from it."""
-    if not isinstance(state, dict) or "model" not in state or "progress" not in state:
-        keys = sorted(map(str, state))[:8] if isinstance(state, dict) else type(state).__name__
-        raise CheckpointError(
-            f"{source} is not a zae-engine checkpoint (expected keys 'model' and 'progress', found {keys}); "
-            "for bare weights use trainer.apply_weights(path)"
-        )
-    model = state["model"]
-    if not isinstance(model, dict) or not all(isinstance(v, torch.Tensor) for v in model.values()):
-        raise CheckpointError(f"{source}: 'model' is not a state dict of tensors")
-    progress = state["progress"]
-    if not isinstance(progress, dict) or not all(type(progress.get(k)) is int for k in ("epoch", "step")):
-        raise CheckpointError(f"{source}: 'progress' must hold whole numbers 'epoch' and 'step'")
-    for part, kind in _PART_TYPES.items():
-        value = state.get(part)
-        if value is not None and not isinstance(value, kind):
-            raise CheckpointError(
-                f"{source}: {part!r} must be a {kind.__name__} (or null), not a {type(value).__name__}; "
-                "the checkpoint is damaged or was not written by zae-engine"
-            )
-    return state

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from zae_engine.checkpoint.formats import FILES, META_NAME, read_meta
+from zae_engine.checkpoint.integrity import safetensors_keys
 from zae_engine.checkpoint.manifest import MANIFEST_NAME, CheckpointEntry, read_manifest
 from zae_engine.checkpoint.store import TMP_PREFIX
 from zae_engine.checkpoint.tree import join_tensors
@@ -168,18 +169,6 @@ def _structure_problems(folder: Path, save_format: str) -> list[str]:
             if why:
                 problems.append(f"state.json {why}")
     return problems
-
-
-def safetensors_keys(path: Path) -> set[str] | str:
-    """The tensor names in a safetensors file's header (no tensor is read), or why the header is bad."""
-    from safetensors import safe_open
-
-    try:
-        with safe_open(str(path), framework="pt", device="cpu") as handle:
-            return set(handle.keys())
-    except Exception as exc:  # SafetensorError and OSError, for any malformed header
-        text = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
-        return f"is not a valid safetensors file ({text})"
 
 
 def _state_json_problem(path: Path, tensor_keys: set[str]) -> str | None:

@@ -46,7 +46,7 @@ from torch.distributed.checkpoint.storage import StorageReader, StorageWriter, W
 from torch.futures import Future
 
 from zae_engine.checkpoint.failures import first_line
-from zae_engine.checkpoint.formats import META_NAME, _fingerprint, check_state, verify
+from zae_engine.checkpoint.integrity import META_NAME, check_state, fingerprint, safetensors_keys, verify
 from zae_engine.checkpoint.tree import join_tensors, split_tensors
 from zae_engine.checkpoint.untrusted import MAX_JSON_BYTES, check_size, dump_json, open_regular, read_json
 from zae_engine.errors import CheckpointError
@@ -152,7 +152,7 @@ def write_sharded_checkpoint(folder: Path, state: dict[str, Any], meta: dict[str
         handle.write(text)
         handle.flush()
         os.fsync(handle.fileno())
-    files[STATE_NAME] = _fingerprint(folder / STATE_NAME)
+    files[STATE_NAME] = fingerprint(folder / STATE_NAME)
     return files
 
 
@@ -219,7 +219,7 @@ class _ShardWriter(StorageWriter):
             save_file(tensors, str(path))
             with open(path, "rb") as handle:
                 os.fsync(handle.fileno())
-            record = _fingerprint(path)
+            record = fingerprint(path)
             for index, key, size in keys:
                 piece = _Piece(name, key, record["bytes"], record["sha256"])
                 results.append(WriteResult(index=index, size_in_bytes=size, storage_data=piece))
@@ -236,7 +236,7 @@ class _ShardWriter(StorageWriter):
             handle.flush()
             os.fsync(handle.fileno())
         files = {p.file: {"bytes": p.file_bytes, "sha256": p.file_sha256} for p in pieces.values()}
-        files[SHARDS_NAME] = _fingerprint(path)
+        files[SHARDS_NAME] = fingerprint(path)
         self.files = files
 
     def storage_meta(self) -> None:
@@ -345,7 +345,6 @@ def unlisted_files(folder: Path, meta: dict[str, Any]) -> list[str]:
 
 def structure_problems(folder: Path, meta: dict[str, Any]) -> list[str]:
     """What is wrong inside a sharded folder whose files match their hashes: the index, the keys, the state."""
-    from zae_engine.checkpoint.inspect import safetensors_keys
 
     files = meta["files"]
     try:

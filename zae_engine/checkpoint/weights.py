@@ -15,7 +15,8 @@ import torch
 
 from zae_engine.checkpoint.atomic import atomic_path
 from zae_engine.checkpoint.failures import first_line, read_failure, write_failure
-from zae_engine.checkpoint.formats import CKPT_KEYS, META_FORMAT, META_NAME, load_torch_file, verify
+from zae_engine.checkpoint.formats import CKPT_KEYS, META_FORMAT, load_torch_file
+from zae_engine.checkpoint.integrity import META_NAME, verify
 from zae_engine.checkpoint.manifest import MANIFEST_NAME
 from zae_engine.checkpoint.untrusted import open_regular, read_json
 from zae_engine.errors import CheckpointError

@@ -77,7 +77,8 @@ def start(
     """Search: run trials of the spec with values from its sweep section; write best.yaml."""
     state.debug = state.debug or debug
     _need_optuna()
-    from zae_engine.sweep.plan import check_study_name, default_study_name, load_sweep
+    from zae_engine.sweep.checks import load_sweep
+    from zae_engine.sweep.plan import check_study_name, default_study_name
     from zae_engine.sweep.runner import SweepOptions, SweepRunner
 
     sampler_name = sampler.value if sampler else None

@@ -1,4 +1,4 @@
-"""Checking a search space against the spec it searches, before any trial runs.
+"""Loading a sweep and checking its search space against the spec it searches, before any trial runs.
 
 The spec's own values pass `zae validate` first (including `preflight`). Then every parameter's path must lead
 somewhere the spec accepts, and every value a trial could get at the edges of its range (low and high bound, a
@@ -14,6 +14,7 @@ are checked by name and type.
 from __future__ import annotations
 
 import re
+from pathlib import Path
 from typing import Any
 
 from zae_engine.spec.build import RunPlan, check_spec
@@ -25,6 +26,27 @@ from zae_engine.sweep.space import ChoiceParam, grid_space
 _HERE = "\x00sweep-value"  # the origin of a probed value; stripped from messages, which name the parameter instead
 _PROBED = ("model", "optimizer", "scheduler")
 _YAML_FLOAT_TEXT = re.compile(r"^[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+$")
+
+
+def load_sweep(path: str | Path, overrides: list[str] | None = None, sampler: str | None = None) -> SweepPlan:
+    """Read a spec with a sweep section (or a sweep file naming a spec), check it as `zae validate` does, then
+    its search space."""
+    from zae_engine.spec.models import load_spec
+    from zae_engine.spec.preflight import preflight
+
+    spec, source = load_spec(path, overrides)
+    if spec.sweep is None:
+        raise SpecError(
+            [
+                f"{path}: no `sweep:` section; add one (metric, direction, params), or write a sweep file with "
+                "`spec: <run spec>` and `sweep:`"
+            ]
+        )
+    run_plan = check_spec(spec, source)
+    preflight(run_plan)  # the spec's own values: everything `zae validate` checks
+    plan = SweepPlan(run_plan)
+    check_space(plan, sampler)
+    return plan
 
 
 def check_space(plan: SweepPlan, sampler: str | None = None) -> None:
@@ -162,4 +184,4 @@ def _build_chain(plan: RunPlan) -> str | None:
     return None
 
 
-__all__ = ["check_space"]
+__all__ = ["check_space", "load_sweep"]

@@ -76,29 +76,6 @@ class SweepPlan:
         return study_folder(self.runs_dir(), study)
 
 
-def load_sweep(path: str | Path, overrides: list[str] | None = None, sampler: str | None = None) -> SweepPlan:
-    """Read a spec with a sweep section (or a sweep file naming a spec), check it as `zae validate` does, then
-    its search space."""
-    from zae_engine.spec.build import check_spec
-    from zae_engine.spec.models import load_spec
-    from zae_engine.spec.preflight import preflight
-    from zae_engine.sweep.checks import check_space
-
-    spec, source = load_spec(path, overrides)
-    if spec.sweep is None:
-        raise SpecError(
-            [
-                f"{path}: no `sweep:` section; add one (metric, direction, params), or write a sweep file with "
-                "`spec: <run spec>` and `sweep:`"
-            ]
-        )
-    run_plan = check_spec(spec, source)
-    preflight(run_plan)  # the spec's own values: everything `zae validate` checks
-    plan = SweepPlan(run_plan)
-    check_space(plan, sampler)
-    return plan
-
-
 def study_folder(runs_dir: Path, study: str) -> Path:
     return runs_dir / SWEEPS_FOLDER / study
 
@@ -152,7 +129,6 @@ __all__ = [
     "SweepPlan",
     "check_study_name",
     "default_study_name",
-    "load_sweep",
     "spec_text_data",
     "study_folder",
     "trial_source",
