@@ -8,10 +8,15 @@ MODE: `done`, `failed` (raises after the epochs), `stopped_early` (finishes with
 
 from __future__ import annotations
 
+import signal
 import sys
 import time
 
 from zae_engine.runs import RunRecorder
+
+# SIGINT raises KeyboardInterrupt even when this process was started with it ignored (a job started with `&`
+# from a script inherits SIG_IGN, and Python then installs no handler of its own)
+signal.signal(signal.SIGINT, signal.default_int_handler)
 
 root, name, mode, epochs = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
 lr = float(sys.argv[5]) if len(sys.argv) > 5 else 0.1

@@ -73,8 +73,14 @@ def recorded(tmp_path_factory) -> Path:
     assert rows["killed"]["status"] == "running"  # alive: its writer holds the lock
     killed.send_signal(signal.SIGKILL)
     stopped.send_signal(signal.SIGINT)
-    for process in [*finishing, killed, stopped]:
-        process.communicate(timeout=120)
+    try:
+        for process in [*finishing, killed, stopped]:
+            process.communicate(timeout=120)
+    finally:
+        for process in [*finishing, killed, stopped]:
+            if process.poll() is None:  # never outlive the fixture, whatever went wrong
+                process.kill()
+                process.wait()
     assert [p.returncode for p in finishing] == [0, 0, 1, 0]
     assert killed.returncode == -signal.SIGKILL
     return root
