@@ -6,6 +6,7 @@ Two gloo processes shard a small MLP (layer sizes 17 and 3: pieces of unequal le
 step and save `FOLDER/epoch-0001` together; rank 0 also writes the whole weights to `FOLDER/expected.safetensors`.
 """
 
+import os
 import socket
 import sys
 from pathlib import Path
@@ -50,6 +51,11 @@ def rank_main(rank: int, folder: str, port: int) -> None:
             save_file(whole, str(Path(folder) / "expected.safetensors"))
     finally:
         dist.destroy_process_group()
+    # torch 2.13: after FSDP2 on gloo the interpreter now and then aborts at its exit ("terminate called without an
+    # active exception", SIGABRT) once all work is done; plain torch does it too (see the zae-mpu README). A spawn
+    # child exits through the interpreter's teardown, so leave without it, as zae-mpu's forkserver workers do.
+    sys.stdout.flush()
+    os._exit(0)
 
 
 if __name__ == "__main__":
