@@ -7,6 +7,7 @@ Each worker joins a real gloo process group, wraps the trainer's model in DDP it
 from __future__ import annotations
 
 import math
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -111,9 +112,9 @@ SCENARIOS = {
 }
 
 
-def worker(rank: int, port: int, out_dir: str) -> None:
+def worker(rank: int, init_method: str, out_dir: str) -> None:
     torch.set_num_threads(1)
-    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=WORLD)
+    dist.init_process_group("gloo", init_method=init_method, rank=rank, world_size=WORLD, timeout=timedelta(minutes=2))
     try:
         results = {name: run(rank) for name, run in SCENARIOS.items()}
         dist.barrier()

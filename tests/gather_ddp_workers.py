@@ -3,6 +3,7 @@ values in metric_on_epoch_end (a module of its own so that spawn can import it).
 
 from __future__ import annotations
 
+from datetime import timedelta
 from pathlib import Path
 
 import torch
@@ -39,9 +40,9 @@ def f1(preds: torch.Tensor, labels: torch.Tensor) -> float:
     return 2 * tp / max(1, 2 * tp + fp + fn)
 
 
-def worker(rank: int, port: int, out_dir: str) -> None:
+def worker(rank: int, init_method: str, out_dir: str) -> None:
     torch.set_num_threads(1)
-    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=WORLD)
+    dist.init_process_group("gloo", init_method=init_method, rank=rank, world_size=WORLD, timeout=timedelta(minutes=2))
     try:
         sampler = DistributedSampler(dataset(), num_replicas=WORLD, rank=rank, shuffle=True, seed=7)
         trainer = GatheringTrainer(make_model(seed=3), "cpu", "test", log_bar=False)

@@ -3,6 +3,8 @@ reports the random numbers it drew at the start of every epoch (a module of its 
 
 from __future__ import annotations
 
+import faulthandler
+from datetime import timedelta
 from pathlib import Path
 
 import torch
@@ -28,9 +30,12 @@ class Draws(AddOnBase):
         self.seen[epoch] = float(torch.rand(()))
 
 
-def worker(rank: int, port: int, save_path: str, epochs: int, resume: bool, out: str) -> None:
+def worker(rank: int, init_method: str, save_path: str, epochs: int, resume: bool, out: str) -> None:
+    # this test was seen to hang twice in ~30 runs under heavy load (one rank done, the other waiting): a rank
+    # stuck for 2 minutes prints every thread's stack and exits, so the test fails fast and says where
+    faulthandler.dump_traceback_later(120, exit=True)
     torch.set_num_threads(1)
-    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=WORLD)
+    dist.init_process_group("gloo", init_method=init_method, rank=rank, world_size=WORLD, timeout=timedelta(minutes=2))
     try:
         draws = Draws()
         trainer = make_trainer(draws, StateManagerAddon(save_path=save_path, resume=resume))
@@ -41,3 +46,4 @@ def worker(rank: int, port: int, save_path: str, epochs: int, resume: bool, out:
     finally:
         dist.destroy_process_group()
     torch.save(draws.seen, Path(out) / f"rank{rank}.pt")
+    faulthandler.cancel_dump_traceback_later()

@@ -8,13 +8,13 @@ import torch.multiprocessing as mp
 from gather_ddp_workers import SIZE, WORLD, GatheringTrainer, dataset, f1, worker
 from torch.utils.data import DataLoader
 
-from zae_engine.testing import free_port, make_model
+from zae_engine.testing import make_model, rendezvous
 
 
 @pytest.fixture(scope="module")
 def ranks(tmp_path_factory) -> list[dict]:
     out = tmp_path_factory.mktemp("gather")
-    mp.spawn(worker, args=(free_port(), str(out)), nprocs=WORLD, join=True)
+    mp.spawn(worker, args=(rendezvous(out), str(out)), nprocs=WORLD, join=True)
     return [torch.load(out / f"rank{r}.pt", weights_only=True) for r in range(WORLD)]
 
 

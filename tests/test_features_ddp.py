@@ -11,13 +11,13 @@ import torch.multiprocessing as mp
 from features_ddp_workers import WORLD, poisoned, rank_batches, worker
 from features_testing import merged, reference_sgd
 
-from zae_engine.testing import assert_same_weights, free_port
+from zae_engine.testing import assert_same_weights, rendezvous
 
 
 @pytest.fixture(scope="module")
 def ranks(tmp_path_factory) -> list[dict]:
     out = tmp_path_factory.mktemp("ddp")
-    mp.spawn(worker, args=(free_port(), str(out)), nprocs=WORLD, join=True)
+    mp.spawn(worker, args=(rendezvous(out), str(out)), nprocs=WORLD, join=True)
     return [torch.load(out / f"rank{r}.pt", weights_only=True) for r in range(WORLD)]
 
 

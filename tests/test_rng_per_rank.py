@@ -6,13 +6,13 @@ import torch
 import torch.multiprocessing as mp
 from rng_ddp_workers import WORLD, worker
 
-from zae_engine.testing import free_port
+from zae_engine.testing import rendezvous
 
 
 def run(tmp_path, name: str, save_path, epochs: int, resume: bool) -> list[dict[int, float]]:
     out = tmp_path / name
     out.mkdir()
-    mp.spawn(worker, args=(free_port(), str(save_path), epochs, resume, str(out)), nprocs=WORLD, join=True)
+    mp.spawn(worker, args=(rendezvous(out), str(save_path), epochs, resume, str(out)), nprocs=WORLD, join=True)
     return [torch.load(out / f"rank{r}.pt", weights_only=True) for r in range(WORLD)]
 
 

@@ -22,6 +22,8 @@ Everything here runs on the CPU in well under a second per test.
 
 from __future__ import annotations
 
+import itertools
+import os
 import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -45,6 +47,7 @@ __all__ = [
     "make_loader",
     "make_model",
     "make_trainer",
+    "rendezvous",
 ]
 
 
@@ -103,6 +106,16 @@ def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket() as sock:
         sock.bind((host, 0))
         return sock.getsockname()[1]
+
+
+def rendezvous(folder: str | os.PathLike) -> str:
+    """A `file://` init_method in `folder` for test processes: no port to race for with anything else on the
+    machine, unlike a port found free a moment before the workers bind it. One per process group."""
+    path = Path(folder) / f"rendezvous-{os.getpid()}-{next(_RENDEZVOUS)}"
+    return f"file://{path.resolve()}"
+
+
+_RENDEZVOUS = itertools.count()
 
 
 def assert_same_weights(
