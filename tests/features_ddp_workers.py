@@ -16,7 +16,7 @@ import torch.distributed as dist
 from features_testing import Unsized, batches, merged
 from torch.nn.parallel import DistributedDataParallel
 
-from zae_engine.testing import SeparableTrainer, make_trainer
+from zae_engine.testing import SeparableTrainer, exit_worker, make_trainer
 from zae_engine.trainer.addons import AddOnBase, EarlyStoppingAddon
 
 WORLD = 2
@@ -121,3 +121,4 @@ def worker(rank: int, init_method: str, out_dir: str) -> None:
     finally:
         dist.destroy_process_group()
     torch.save(results, Path(out_dir) / f"rank{rank}.pt")
+    exit_worker()  # torch 2.13 may abort at a gloo process's exit (see zae_engine.testing)

@@ -11,7 +11,7 @@ import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 
-from zae_engine.testing import make_loader, make_trainer
+from zae_engine.testing import exit_worker, make_loader, make_trainer
 from zae_engine.trainer.addons import AddOnBase, StateManagerAddon
 
 WORLD = 2
@@ -47,3 +47,4 @@ def worker(rank: int, init_method: str, save_path: str, epochs: int, resume: boo
         dist.destroy_process_group()
     torch.save(draws.seen, Path(out) / f"rank{rank}.pt")
     faulthandler.cancel_dump_traceback_later()
+    exit_worker()  # torch 2.13 may abort at a gloo process's exit (see zae_engine.testing)

@@ -6,7 +6,6 @@ Two gloo processes shard a small MLP (layer sizes 17 and 3: pieces of unequal le
 step and save `FOLDER/epoch-0001` together; rank 0 also writes the whole weights to `FOLDER/expected.safetensors`.
 """
 
-import os
 import socket
 import sys
 from pathlib import Path
@@ -21,6 +20,7 @@ from torch.distributed.fsdp import fully_shard
 from zae_engine.checkpoint.rng import capture_rng
 from zae_engine.checkpoint.sharded import save_sharded
 from zae_engine.checkpoint.store import write_folder
+from zae_engine.testing import exit_worker
 
 
 def rank_main(rank: int, folder: str, port: int) -> None:
@@ -51,11 +51,7 @@ def rank_main(rank: int, folder: str, port: int) -> None:
             save_file(whole, str(Path(folder) / "expected.safetensors"))
     finally:
         dist.destroy_process_group()
-    # torch 2.13: after FSDP2 on gloo the interpreter now and then aborts at its exit ("terminate called without an
-    # active exception", SIGABRT) once all work is done; plain torch does it too (see the zae-mpu README). A spawn
-    # child exits through the interpreter's teardown, so leave without it, as zae-mpu's forkserver workers do.
-    sys.stdout.flush()
-    os._exit(0)
+    exit_worker()  # torch 2.13 may abort at a gloo process's exit (see zae_engine.testing)
 
 
 if __name__ == "__main__":

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import sys
 import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -42,6 +43,7 @@ __all__ = [
     "SeparableTrainer",
     "TrackerContract",
     "assert_same_weights",
+    "exit_worker",
     "free_port",
     "make_dataset",
     "make_loader",
@@ -106,6 +108,17 @@ def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket() as sock:
         sock.bind((host, 0))
         return sock.getsockname()[1]
+
+
+def exit_worker() -> None:
+    """End a test's spawned worker process after its work, without the interpreter's teardown.
+
+    With torch 2.13, a process that used a gloo process group now and then aborts at interpreter exit ("terminate
+    called without an active exception", SIGABRT) once everything is done, and `torch.multiprocessing.spawn`
+    reports that as a failure. zae-mpu's own workers leave through `os._exit` already (forkserver children)."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
 
 
 def rendezvous(folder: str | os.PathLike) -> str:
