@@ -145,6 +145,16 @@ def test_lent_methods_keep_their_trainer_alive_while_called(tmp_path):
     assert len(list(tmp_path.glob("manual-*"))) == 1
 
 
+def test_lent_methods_are_per_trainer_and_the_class_reads_attributes_without_getattr(tmp_path):
+    with_state = make_trainer(StateManagerAddon(save_path=str(tmp_path)))
+    without = make_trainer()
+    assert callable(with_state.save_state) and hasattr(without, "save_state") is False
+    with pytest.raises(AttributeError, match="save_state"):
+        without.save_state()
+    # a class with __getattr__ makes CPython look up every `self.x` the slow way, in the training step too
+    assert not any("__getattr__" in vars(cls) for cls in type(with_state).__mro__)
+
+
 # ---------------------------------------------------------------------- the seeds' front door
 def test_hooks_fire_in_order_and_lent_methods_work():
     trainer = make(SeparableTrainer.add_on(Recorder), log_interval=4, tag="x")

@@ -2,9 +2,38 @@
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
 from typing import Any
 
 import torch
+
+_CPU = torch.device("cpu")
+
+
+def batch_mover(device: torch.device) -> Callable[[Any], Any]:
+    """The function the loop moves each batch with, chosen once per device.
+
+    On the CPU the usual batch is already there, and `tensor.is_cpu` says so without making a device object per
+    tensor. A CUDA target copies with `non_blocking=True`: from pinned host memory that overlaps with compute.
+    Both are plain functions (a `partial` of one), so a trainer holding one still pickles for spawned workers.
+    """
+    if device.type == "cpu":
+        return move_to_cpu
+    return functools.partial(move_to_device, device=device, non_blocking=device.type == "cuda")
+
+
+def move_to_cpu(batch: Any) -> Any:
+    """`move_to_device(batch, cpu)`, returning at once when a tensor or a tuple/list of tensors is there already."""
+    kind = type(batch)
+    if kind is tuple or kind is list:
+        for item in batch:
+            if type(item) is not torch.Tensor or not item.is_cpu:
+                return move_to_device(batch, _CPU)
+        return batch
+    if kind is torch.Tensor and batch.is_cpu:
+        return batch
+    return move_to_device(batch, _CPU)
 
 
 def move_to_device(batch: Any, device: torch.device, non_blocking: bool = False) -> Any:

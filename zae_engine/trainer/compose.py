@@ -18,6 +18,7 @@ override it, ordered by phase — so a hook nobody implements costs nothing in t
 from __future__ import annotations
 
 import copyreg
+import functools
 import inspect
 import weakref
 from abc import ABCMeta
@@ -84,6 +85,7 @@ def attach(trainer: Any, addons: Iterable[Any]) -> Attachment:
             raise CompositionError(f"{owner}: {item!r} in addons=[...] is not an add-on (subclass AddOnBase)")
     check_class_set([type(a) for a in items], owner)
     lent = _lent_methods(trainer, items)
+    _install_lenders(type(trainer), lent)
     for addon in items:
         current = addon._trainer_ref() if addon._trainer_ref is not None else None
         if current is not None and current is not trainer:
@@ -102,6 +104,7 @@ def reattach(trainer: Any) -> HookTable:
     items = list(trainer.addons.values())
     for addon in items:
         addon._trainer_ref = weakref.ref(trainer)
+    _install_lenders(type(trainer), trainer._lent)
     return HookTable(items)
 
 
@@ -132,12 +135,45 @@ def _lent_methods(trainer: Any, addons: Sequence[AddOnBase]) -> dict[str, AddOnB
         for method in type(addon).trainer_methods:
             if not callable(getattr(addon, method, None)):
                 raise CompositionError(f"{addon.label()} lends '{method}' to the trainer but does not define it")
-            if hasattr(type(trainer), method):
+            if hasattr(type(trainer), method) and not isinstance(inspect.getattr_static(type(trainer), method), Lent):
                 raise CompositionError(f"{addon.label()} lends '{method}' to the trainer, which already has one")
             if method in lent:
                 raise CompositionError(f"{addon.label()} and {lent[method].label()} both lend '{method}'; pick one")
             lent[method] = addon
     return lent
+
+
+class Lent:
+    """A method an add-on lends (`trainer.save_state()`), found per instance.
+
+    It sits on the trainer's class, not in a `__getattr__`: a class with `__getattr__` makes CPython read every
+    `self.x` the slow way, in the training step too. The method it returns holds the trainer while it can be
+    called (the add-on holds it only weakly), so `make_trainer().save_state()` works.
+    """
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def __get__(self, trainer: Any, owner: type | None = None) -> Any:
+        if trainer is None:
+            return self
+        lender = trainer.__dict__.get("_lent", {}).get(self.name)
+        if lender is None:
+            raise AttributeError(f"{type(trainer).__name__!r} object has no attribute {self.name!r}")
+        method = getattr(lender, self.name)
+
+        @functools.wraps(method)
+        def lent(*args: Any, **kwargs: Any) -> Any:
+            assert trainer is not None  # the closure is what keeps `trainer` alive during the call
+            return method(*args, **kwargs)
+
+        return lent
+
+
+def _install_lenders(cls: type, lent: dict[str, AddOnBase]) -> None:
+    for name in lent:
+        if not isinstance(inspect.getattr_static(cls, name, None), Lent):
+            setattr(cls, name, Lent(name))
 
 
 # ---------------------------------------------------------------------- the seeds' front door

@@ -2,7 +2,8 @@
 
 Writing a step appends each value (detached) to a short list and never synchronises with the host; every
 `_FLUSH_EVERY` steps, and before any read, each scalar key's list becomes one `torch.stack` copied into a
-reused float32 buffer. Reading (the epoch summary, a progress refresh, `log_train`) syncs, at a bounded rate.
+reused float32 buffer. On the CPU there is no device to wait for, so a 0-d tensor is kept as its Python number
+instead: the tensor is freed at once rather than held until the next flush, which is cheaper per step. Reading (the epoch summary, a progress refresh, `log_train`) syncs, at a bounded rate.
 Memory: 4 bytes per step per scalar key, plus at most `_FLUSH_EVERY` pending values per key.
 """
 
@@ -16,6 +17,7 @@ import torch
 
 _INITIAL_CAPACITY = 1024
 _FLUSH_EVERY = 256  # steps kept as separate tensors before one stack copies them into the buffer
+_NO_KEYS: frozenset[str] = frozenset()
 
 
 class StepLog:
@@ -23,6 +25,7 @@ class StepLog:
 
     def __init__(self, device: torch.device) -> None:
         self.device = device
+        self._as_numbers = device.type == "cpu"  # 0-d tensors kept as numbers: reading one costs no sync there
         self.count = 0
         self._flushed = 0  # steps already copied into the buffers
         self._buffers: dict[str, torch.Tensor] = {}  # scalar key -> 1-D float32 buffer (reused across epochs)
@@ -36,11 +39,14 @@ class StepLog:
 
     def append(self, result: dict[str, Any]) -> None:
         columns = self._columns
+        numbers = self._scalar if self._as_numbers else _NO_KEYS  # scalar keys kept as numbers (the set grows in place)
         for key, value in result.items():
             column = columns.get(key)
             if column is None:
                 column = self._open_column(key, value)
-            column.append(value.detach() if isinstance(value, torch.Tensor) else value)
+            if isinstance(value, torch.Tensor):
+                value = value.item() if key in numbers and value.dim() == 0 else value.detach()
+            column.append(value)
         self.count += 1
         if len(result) != len(columns):  # a key seen before is missing from this step
             self._pad_missing()

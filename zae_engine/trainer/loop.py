@@ -7,7 +7,6 @@ it does not need and calls only the hooks some add-on actually implements.
 
 from __future__ import annotations
 
-import functools
 import math
 import os
 import signal
@@ -48,7 +47,7 @@ from zae_engine.errors import (
 )
 from zae_engine.trainer import compose
 from zae_engine.trainer.addons.base import AddOnBase
-from zae_engine.trainer.batch import move_to_device
+from zae_engine.trainer.batch import batch_mover, move_to_device
 from zae_engine.trainer.config import TRAINER_FIELDS, TrainerConfig
 from zae_engine.trainer.devices import DeviceLike, parse_devices
 from zae_engine.trainer.display import REFRESH_SECONDS, BarDisplay, LineDisplay, NullDisplay
@@ -158,16 +157,6 @@ class Trainer(ABC, metaclass=compose.TrainerMeta):
         except KeyError:
             raise KeyError(f"no add-on '{name}' on {type(self).__name__}{did_you_mean(name, self.addons)}") from None
 
-    def __getattr__(self, name: str) -> Any:
-        # only reached when normal lookup fails: methods add-ons lend (save_state, load_state, ...)
-        lent = self.__dict__.get("_lent")
-        if lent and name in lent:
-            return _lent_method(self, getattr(lent[name], name))
-        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
-
-    def __dir__(self) -> list[str]:
-        return sorted({*super().__dir__(), *self.__dict__.get("_lent", {})})
-
     # ------------------------------------------------------------------ user API
     @abstractmethod
     def train_step(self, batch: Any) -> dict[str, Any]:
@@ -254,7 +243,7 @@ class Trainer(ABC, metaclass=compose.TrainerMeta):
             self.model = self.model.to(device)
         self._logs = {"train": StepLog(device), "test": StepLog(device)}
         self._epoch_logs = {mode: EpochLog(log) for mode, log in self._logs.items()}
-        self._non_blocking = device.type == "cuda"  # copies from pinned host memory overlap with compute
+        self._move = batch_mover(device)
         self._set_up_precision()
 
     def _set_up_precision(self) -> None:
@@ -413,7 +402,7 @@ class Trainer(ABC, metaclass=compose.TrainerMeta):
         return self._train_batch(batch) if self.mode == "train" else self._eval_batch(batch)
 
     def _eval_batch(self, batch: Any) -> dict[str, Any]:
-        batch = move_to_device(batch, self.device, self._non_blocking)
+        batch = self._move(batch)
         with torch.no_grad(), self._amp:
             result = self.test_step(batch)
         if not isinstance(result, dict):
@@ -424,7 +413,7 @@ class Trainer(ABC, metaclass=compose.TrainerMeta):
         return result
 
     def _train_batch(self, batch: Any) -> dict[str, Any] | None:
-        batch = move_to_device(batch, self.device, self._non_blocking)
+        batch = self._move(batch)
         if self._micro + 1 < self._group:  # an early batch of an accumulation group: gradients only, no step
             with self.strategy.no_sync(self.model):  # gradients are synchronised on the group's last batch
                 result = self._forward_backward(batch)
@@ -714,7 +703,7 @@ class Trainer(ABC, metaclass=compose.TrainerMeta):
         try:
             with torch.no_grad(), self._amp:
                 for batch in loader:
-                    result = self.test_step(move_to_device(batch, self.device, self._non_blocking))
+                    result = self.test_step(self._move(batch))
                     if to_cpu:
                         result = move_to_device(result, _CPU)
                     if isinstance(result, dict):
@@ -823,17 +812,6 @@ def _option(field: str) -> property:
 
 for _field in TrainerConfig.model_fields:  # trainer.mode, trainer.gradient_clip, ...: read-only views of .config
     setattr(Trainer, _field, _option(_field))
-
-
-def _lent_method(trainer: Trainer, method: Any) -> Any:
-    """The add-on's method, holding the trainer alive while it can be called (the add-on holds it weakly)."""
-
-    @functools.wraps(method)
-    def lent(*args: Any, **kwargs: Any) -> Any:
-        assert trainer is not None  # the closure is what keeps `trainer` alive
-        return method(*args, **kwargs)
-
-    return lent
 
 
 def _call(hooks: tuple, *args: Any) -> None:
