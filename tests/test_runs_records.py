@@ -94,7 +94,7 @@ def test_options_are_json_safe_and_secrets_masked(tmp_path):
 
 
 def test_metric_lines_and_what_run_json_learns_from_them(tmp_path):
-    recorder = RunRecorder(tmp_path / "runs").start(name="lines")
+    recorder = RunRecorder(tmp_path / "runs", save_every=0).start(name="lines")  # run.json after every epoch
     recorder.log({"train/loss": 0.9}, step=5, epoch=1, kind="step")
     assert record_json(recorder)["epochs"] == 0  # step lines only append
     recorder.log({"train/loss": 0.8, "valid/loss": 0.7}, step=10, epoch=1)
@@ -114,6 +114,25 @@ def test_metric_lines_and_what_run_json_learns_from_them(tmp_path):
     assert metrics.skipped == 0 and [p.epoch for p in metrics.epochs()] == [1, 2, 3]
     assert metrics.series("valid/loss") == [(1, 0.7), (2, None), (3, 0.6)]
     assert metrics.series("train/loss", per="step") == [(5, 0.9)]
+
+
+def test_run_json_is_rewritten_at_most_every_save_every_seconds_and_readers_use_the_metrics(tmp_path):
+    recorder = RunRecorder(tmp_path / "runs", save_every=3600).start(name="quick epochs")
+    for epoch in (1, 2, 3):
+        recorder.log({"train/loss": 1.0 / epoch}, step=10 * epoch, epoch=epoch)
+    assert record_json(recorder)["epochs"] == 1  # the first epoch is written at once, the next two wait
+    running = load_run(recorder.path)
+    assert read_metrics(running).epochs_done(running.record.epochs) == 3  # the metrics file is never behind
+    shown = subprocess.run(
+        [sys.executable, "-m", "zae_engine.cli", "runs", "show", "last", "--dir", str(tmp_path / "runs"), "--json"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert shown.returncode == 0, shown.stderr
+    assert json.loads(shown.stdout)["epochs"] == 3
+    recorder.finish("done")
+    assert record_json(recorder)["epochs"] == 3 and record_json(recorder)["final"] == {"train/loss": 1 / 3}
 
 
 def test_the_with_block_finishes_by_how_it_ends(tmp_path):

@@ -203,6 +203,7 @@ def show_command(
         _print_json(
             {
                 **run.summary(),
+                "epochs": metrics.epochs_done(run.record.epochs),
                 "record": run.record.model_dump(mode="json"),
                 "final": metrics.final(),
                 "at_best": metrics.at_epoch(best_epoch) if best_epoch is not None else {},
@@ -211,7 +212,7 @@ def show_command(
             }
         )
         return
-    _print_record(run)
+    _print_record(run, metrics.epochs_done(run.record.epochs))
     _print_metrics(metrics, best_epoch)
     if checkpoints:
         table = Table("checkpoint", "kind", "epoch", "step", "value", "", title="checkpoints", title_justify="left")
@@ -242,7 +243,7 @@ def show_command(
         )
 
 
-def _print_record(run: Run) -> None:
+def _print_record(run: Run, epochs: int) -> None:
     record = run.record
     grid = Table.grid(padding=(0, 2))
     grid.add_column(style="bold")
@@ -250,7 +251,7 @@ def _print_record(run: Run) -> None:
     grid.add_row("run", f"{escape(record.name)}  [dim]{escape(record.id)}[/]")
     grid.add_row("status", _status(run.status) + (f"  {escape(record.error)}" if record.error else ""))
     grid.add_row("folder", escape(str(run.path)))
-    grid.add_row("started", f"{_local(record.started)}  ({_duration(run.duration_s())}, {record.epochs} epochs)")
+    grid.add_row("started", f"{_local(record.started)}  ({_duration(run.duration_s())}, {epochs} epochs)")
     if record.ended:
         grid.add_row("ended", _local(record.ended))
     grid.add_row("best", escape(_best(run)))

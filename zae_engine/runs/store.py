@@ -199,6 +199,11 @@ class Metrics:
                 by_epoch[point.epoch if point.epoch is not None else ("step", point.step)] = point
         return list(by_epoch.values())
 
+    def epochs_done(self, recorded: int = 0) -> int:
+        """The last epoch with a summary line; `run.json` may be up to `save_every` seconds behind while running
+        (or after a kill), the metrics file never is. `recorded`: what run.json says."""
+        return max([recorded, *(p.epoch for p in self.points if p.kind == "epoch" and isinstance(p.epoch, int))])
+
     def names(self, kind: str | None = None) -> list[str]:
         """Metric keys in the order they first appear."""
         seen: dict[str, None] = {}
