@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -66,3 +67,22 @@ def test_fsdp_memory_benchmark_measures_both_strategies():
     report = run_benchmark("benchmarks.fsdp_memory")
     assert set(report["rows"]) == {"1 process", "ddp, 2 ranks", "fsdp, 2 ranks"}
     assert report["fsdp_over_ddp"] == pytest.approx(0.5, abs=0.05)  # memory, not time: exact up to padding
+
+
+def test_step_instructions_benchmark_counts_every_contender_or_says_valgrind_is_missing():
+    if shutil.which("valgrind") is None:  # the one benchmark that needs a tool: without it, one clear line and 2
+        done = subprocess.run(
+            [sys.executable, "-m", "benchmarks.step_instructions", "--quick"],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert done.returncode == 2 and "apt install valgrind" in done.stdout
+        return
+    report = run_benchmark("benchmarks.step_instructions")
+    assert report["steps_per_epoch"] == 20
+    counts = report["contenders"]
+    assert set(counts) == {"raw loop", "Trainer log_bar=False", "Trainer +run_log"}
+    assert counts["raw loop"]["ratio"] == 1.0
+    assert counts["Trainer log_bar=False"]["extra_per_step"] > 0  # the Trainer does more than the raw loop
