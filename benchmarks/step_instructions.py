@@ -82,8 +82,9 @@ def count(name: str, steps: int, epochs: int) -> int:
             "--epochs",
             str(epochs),
         ]
+        env = {**os.environ, "PYTHONHASHSEED": "0"}  # the same dict and set layouts in every count
         process = subprocess.Popen(
-            command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+            command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
         )
         assert process.stdin is not None and process.stdout is not None
         if process.stdout.readline().strip() != "ready":

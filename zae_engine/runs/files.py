@@ -106,9 +106,13 @@ class LineAppender:
         self._fd: int | None = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
 
     def append(self, obj: dict[str, Any]) -> None:
+        self.write_line(dumps(obj))
+
+    def write_line(self, text: str) -> None:
+        """`text` (one line of JSON, no newline) as a single write."""
         if self._fd is None:
             raise ValueError(f"{self.path} is closed")
-        data = (dumps(obj) + "\n").encode("utf-8")
+        data = (text + "\n").encode("utf-8")
         written = os.write(self._fd, data)
         while written < len(data):  # short writes are rare (signals, full disks) but possible
             written += os.write(self._fd, data[written:])

@@ -17,6 +17,8 @@ needs the newest epoch of a running or killed run finds it in `metrics.jsonl`, w
 
 from __future__ import annotations
 
+import json
+import math
 import os
 import sys
 import time
@@ -127,38 +129,39 @@ class RunRecorder:
             raise RuntimeError("RunRecorder.log() before start() or after finish()")
         if kind not in ("epoch", "step"):
             raise ValueError(f"RunRecorder.log: kind must be 'epoch' or 'step', not {kind!r}")
-        values: dict[str, float] = {}
+        values: dict[str, float | None] = {}
         for key, value in metrics.items():
             try:
-                values[str(key)] = float(value)
+                number = float(value)
             except (TypeError, ValueError):
                 raise TypeError(f"RunRecorder.log: metric {key!r} is not a number ({type(value).__name__})") from None
-        now = datetime.now(timezone.utc)
-        self._metrics.append(
-            {"kind": kind, "epoch": epoch, "step": int(step), "time": round(now.timestamp(), 3), "metrics": values}
-        )
+            values[str(key)] = number if math.isfinite(number) else None
+        stamp = time.time()
+        epoch = None if epoch is None else int(epoch)
+        line = {"kind": kind, "epoch": epoch, "step": int(step), "time": round(stamp, 3), "metrics": values}
+        self._metrics.write_line(json.dumps(line, separators=(",", ":"), allow_nan=False))  # values are clean
         if kind == "step":
             return
         self._metrics.sync()
         record = self.record
         record.step = int(step)
-        record.updated = now
+        record.updated = datetime.fromtimestamp(stamp, timezone.utc)
         if epoch is not None:
-            record.epochs = max(record.epochs, int(epoch))
-        record.final = json_ready(values)
+            record.epochs = max(record.epochs, epoch)
+        record.final = values
         self._track_best(values, epoch)
         moment = time.monotonic()
         if self._saved_at is None or moment - self._saved_at >= self.save_every:
             self._save()
             self._saved_at = moment
 
-    def _track_best(self, values: dict[str, float], epoch: int | None) -> None:
+    def _track_best(self, values: dict[str, float | None], epoch: int | None) -> None:
         """The Trainer's own rule (lowest valid/loss, else train/loss) until `finish(best=...)` says otherwise."""
         record = self.record
         assert record is not None
         metric = record.best.metric if record.best else ("valid/loss" if "valid/loss" in values else "train/loss")
         value = values.get(metric)
-        if value is None or value != value:  # absent or NaN
+        if value is None:  # absent, or NaN/Inf (written as null)
             return
         if record.best is None:
             record.best = Best(metric=metric)
