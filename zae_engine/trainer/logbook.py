@@ -3,7 +3,8 @@
 Writing a step appends each value (detached) to a short list and never synchronises with the host; every
 `_FLUSH_EVERY` steps, and before any read, each scalar key's list becomes one `torch.stack` copied into a
 reused float32 buffer. On the CPU there is no device to wait for, so a 0-d tensor is kept as its Python number
-instead: the tensor is freed at once rather than held until the next flush, which is cheaper per step. Reading (the epoch summary, a progress refresh, `log_train`) syncs, at a bounded rate.
+instead: the tensor is freed at once rather than held until the next flush, which is cheaper per step. Reading
+(the epoch summary, a progress refresh, `log_train`) syncs, at a bounded rate.
 Memory: 4 bytes per step per scalar key, plus at most `_FLUSH_EVERY` pending values per key.
 """
 

@@ -47,7 +47,7 @@ from zae_engine.errors import (
 )
 from zae_engine.trainer import compose
 from zae_engine.trainer.addons.base import AddOnBase
-from zae_engine.trainer.batch import batch_mover, move_to_device
+from zae_engine.trainer.batch import batch_mover, move_to_cpu
 from zae_engine.trainer.config import TRAINER_FIELDS, TrainerConfig
 from zae_engine.trainer.devices import DeviceLike, parse_devices
 from zae_engine.trainer.display import REFRESH_SECONDS, BarDisplay, LineDisplay, NullDisplay
@@ -65,7 +65,6 @@ _AGREE_EVERY = 8  # optimizer steps between DDP ranks' agreement on a stop reque
 _DUPLICATE_S = 2.0  # a repeat of the first signal within this is a duplicate, not a request to abort
 _STOP_CODES = {"SIGINT": 1, "SIGTERM": 2}  # SIGTERM wins when ranks got different signals (exit 143)
 _STOP_NAMES = {code: name for name, code in _STOP_CODES.items()}
-_CPU = torch.device("cpu")
 
 
 class Trainer(ABC, metaclass=compose.TrainerMeta):
@@ -705,7 +704,7 @@ class Trainer(ABC, metaclass=compose.TrainerMeta):
                 for batch in loader:
                     result = self.test_step(self._move(batch))
                     if to_cpu:
-                        result = move_to_device(result, _CPU)
+                        result = move_to_cpu(result)
                     if isinstance(result, dict):
                         log.recorded.append(result)
                     results.append(result["output"] if isinstance(result, dict) and "output" in result else result)
