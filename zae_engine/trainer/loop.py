@@ -16,7 +16,7 @@ import time
 import warnings
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Iterator, Sequence
-from contextlib import contextmanager, nullcontext, suppress
+from contextlib import contextmanager, suppress
 from time import perf_counter
 from typing import Any, ClassVar
 
@@ -53,18 +53,18 @@ from zae_engine.trainer.devices import DeviceLike, parse_devices
 from zae_engine.trainer.display import REFRESH_SECONDS, BarDisplay, LineDisplay, NullDisplay
 from zae_engine.trainer.logbook import EpochLog, StepLog
 from zae_engine.trainer.position import EpochPosition, check_position
+from zae_engine.trainer.precision import Precision
 from zae_engine.trainer.progress import ProgressChecker
 from zae_engine.trainer.resume import merge_optimizer, merge_scheduler
 from zae_engine.trainer.state_fit import check_fits
 from zae_engine.trainer.strategy import Strategy
 
 _PREFIX = {"train": "train/", "valid": "valid/", "test": "test/"}
-_AMP_DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
-_NO_CONTEXT = nullcontext()
 _AGREE_EVERY = 8  # optimizer steps between DDP ranks' agreement on a stop request (one tiny all-reduce)
 _DUPLICATE_S = 2.0  # a repeat of the first signal within this is a duplicate, not a request to abort
 _STOP_CODES = {"SIGINT": 1, "SIGTERM": 2}  # SIGTERM wins when ranks got different signals (exit 143)
 _STOP_NAMES = {code: name for name, code in _STOP_CODES.items()}
+_BOUND_STEP = ("_forward_train", "_forward_test", "_backward", "_step_optimizer")  # remade by _bind_step
 
 
 class Trainer(ABC, metaclass=compose.TrainerMeta):
@@ -110,7 +110,7 @@ class Trainer(ABC, metaclass=compose.TrainerMeta):
         self.history: list[dict[str, Any]] = []
         self.best: dict[str, Any] = {"metric": None, "value": math.inf, "epoch": None}
         self._best_weights: dict[str, torch.Tensor] | None = None
-        self._scaler: torch.amp.GradScaler | None = None  # made by _place, for the device
+        self._precision: Precision | None = None  # made by _place, for the device
         self.strategy = Strategy()  # where the model's state lives: a launcher puts its own in place for a run
         self._display: NullDisplay = NullDisplay()
         self._interrupt: str | None = None  # the stop every rank agreed on (a signal's name): the loop ends
@@ -246,14 +246,31 @@ class Trainer(ABC, metaclass=compose.TrainerMeta):
         self._set_up_precision()
 
     def _set_up_precision(self) -> None:
-        """One autocast context and one gradient scaler (enabled only for fp16): the step has no precision branches."""
-        device, precision = self.device, self.config.precision
-        dtype = _AMP_DTYPES[precision]
-        self._amp = _NO_CONTEXT if dtype is None else torch.autocast(device.type, dtype=dtype)
-        scale = self._scaler.state_dict() if getattr(self, "_scaler", None) is not None else None
-        self._scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16")
-        if scale:
-            self._scaler.load_state_dict(scale)
+        """The precision's step functions for this device; an fp16 loss scale carries over a device change."""
+        previous = self._precision
+        self._precision = Precision(self.config.precision, self.device, previous and previous.scaler.state_dict())
+        self._bind_step()
+
+    def _bind_step(self) -> None:
+        """What the per-batch path calls and reads, taken from the precision and the options once per epoch.
+
+        Plain functions and the optimizer's own method: nothing bound here refers back to the trainer, so a trainer
+        still has no reference cycle, and the step pays no option lookups.
+        """
+        precision, config, cls = self._precision, self.config, type(self)
+        self._forward_train = precision.forward(cls.train_step)  # called as (trainer, batch)
+        self._forward_test = precision.forward(cls.test_step)
+        self._backward = precision.backward()
+        self._step_optimizer = precision.optimizer_step(self.optimizer) if self.optimizer is not None else None
+        self._clip = config.gradient_clip
+        self._skip_non_finite = config.nan_policy == "skip"
+        self._log_interval = config.log_interval
+        self._schedule_per_step = config.scheduler_step_on_batch and self.scheduler is not None
+
+    @property
+    def scaler(self) -> torch.amp.GradScaler:
+        """The gradient scaler: every trainer has one, enabled only for precision='fp16'."""
+        return self._precision.scaler
 
     def reconfigure(self, **options: Any) -> None:
         """Replace some of the Trainer's options (validated like the constructor's); not while `run()` is going."""
@@ -356,6 +373,7 @@ class Trainer(ABC, metaclass=compose.TrainerMeta):
     def run_epoch(self, loader: Iterable) -> dict[str, float]:
         """One pass over `loader` in the current mode; returns the epoch means (reduced over ranks)."""
         train = self.mode == "train"
+        self._bind_step()
         log = self._logs[self.mode]
         self._epoch_logs[self.mode].clear()
         self.model.train(train)
@@ -402,8 +420,8 @@ class Trainer(ABC, metaclass=compose.TrainerMeta):
 
     def _eval_batch(self, batch: Any) -> dict[str, Any]:
         batch = self._move(batch)
-        with torch.no_grad(), self._amp:
-            result = self.test_step(batch)
+        with torch.no_grad():
+            result = self._forward_test(self, batch)
         if not isinstance(result, dict):
             raise StepResultError(f"{type(self).__name__}.test_step must return a dict, got {type(result).__name__}")
         self._logs["test"].append(result)
@@ -413,50 +431,48 @@ class Trainer(ABC, metaclass=compose.TrainerMeta):
 
     def _train_batch(self, batch: Any) -> dict[str, Any] | None:
         batch = self._move(batch)
-        if self._micro + 1 < self._group:  # an early batch of an accumulation group: gradients only, no step
+        last = self._micro + 1 >= self._group  # the last batch of its accumulation group: the optimizer steps
+        if last:
+            result = self._forward_backward(batch)
+        else:
             with self.strategy.no_sync(self.model):  # gradients are synchronised on the group's last batch
                 result = self._forward_backward(batch)
-            if result is not None:
-                self._micro += 1
-                self._logs["train"].append(result)
-        else:
-            result = self._forward_backward(batch)
-            if result is not None:
-                self._micro += 1
-                self._logs["train"].append(result)  # before the step, so on_log's running means include this batch
-                self._optimizer_step()
-        if result is not None:
-            for hook in self._hooks.on_batch_end:
-                hook(result)
+        if result is None:
+            return None
+        self._micro += 1
+        self._logs["train"].append(result)  # before the step, so on_log's running means include this batch
+        if last:
+            self._optimizer_step()
+        for hook in self._hooks.on_batch_end:
+            hook(result)
         return result
 
     def _forward_backward(self, batch: Any) -> dict[str, Any] | None:
         """`train_step` and its backward; None when the batch is skipped (non-finite loss, nan_policy='skip')."""
-        with self._amp:
-            result = self.train_step(batch)
+        result = self._forward_train(self, batch)
         try:
             loss = result["loss"]
         except (KeyError, TypeError, IndexError):
             raise StepResultError(_missing_loss(type(self).__name__, result)) from None
-        if self.config.nan_policy == "skip" and not self._loss_is_finite(loss):
+        if self._skip_non_finite and not self._loss_is_finite(loss):
             self._skip_step()
             return None
         if self._group > 1:
             loss = loss / self._group
-        self._scaler.scale(loss).backward()
+        self._backward(loss)
         return result
 
     def _optimizer_step(self) -> None:
-        optimizer, scaler, config = self.optimizer, self._scaler, self.config
-        if config.gradient_clip:
-            scaler.unscale_(optimizer)  # clip the true gradients, not the scaled ones
-            nn.utils.clip_grad_norm_(self.model.parameters(), config.gradient_clip)
-        scaler.step(optimizer)
-        scaler.update()
+        optimizer = self.optimizer
+        if self._clip:
+            self._precision.unscale(optimizer)
+            nn.utils.clip_grad_norm_(self.model.parameters(), self._clip)
+        self._step_optimizer()
         optimizer.zero_grad(set_to_none=True)
-        if config.scheduler_step_on_batch and self.scheduler is not None:
+        if self._schedule_per_step:
             self.scheduler.step()
-        self.progress_checker.update_step()
+        progress = self.progress_checker
+        progress.step += 1
         if self._group == 1 and self._remaining is None:
             self._micro = 0  # no accumulation: every batch is a group of one
         else:
@@ -464,9 +480,9 @@ class Trainer(ABC, metaclass=compose.TrainerMeta):
         hooks = self._hooks
         for hook in hooks.on_optimizer_step:
             hook()
-        if self._agreeing and self.progress_checker.get_step() % _AGREE_EVERY == 0:
+        if self._agreeing and progress.step % _AGREE_EVERY == 0:
             self._agree_to_stop()
-        if hooks.on_log and (self.progress_checker.get_step() - 1) % config.log_interval == 0:
+        if hooks.on_log and (progress.step - 1) % self._log_interval == 0:
             self._emit_log()
 
     def _finish_partial_group(self) -> None:
@@ -700,7 +716,7 @@ class Trainer(ABC, metaclass=compose.TrainerMeta):
         log.clear()
         results = []
         try:
-            with torch.no_grad(), self._amp:
+            with torch.no_grad(), self._precision.context():
                 for batch in loader:
                     result = self.test_step(self._move(batch))
                     if to_cpu:
@@ -718,7 +734,7 @@ class Trainer(ABC, metaclass=compose.TrainerMeta):
             "model": self.unwrapped_model.state_dict(),
             "optimizer": self.optimizer.state_dict() if self.optimizer is not None else None,
             "scheduler": self.scheduler.state_dict() if hasattr(self.scheduler, "state_dict") else None,
-            "scaler": self._scaler.state_dict() if self._scaler.is_enabled() else None,
+            "scaler": self.scaler.state_dict() if self.scaler.is_enabled() else None,
             "progress": self.progress_checker.state_dict(),
             "best": dict(self.best),
             "addons": {name: addon.state_dict() for name, addon in self.addons.items()},
@@ -749,8 +765,8 @@ class Trainer(ABC, metaclass=compose.TrainerMeta):
             differences += changed
             if changed:
                 self._rates_from_schedule()
-        if state.get("scaler") is not None and self._scaler.is_enabled():
-            self._scaler.load_state_dict(state["scaler"])
+        if state.get("scaler") is not None and self.scaler.is_enabled():
+            self.scaler.load_state_dict(state["scaler"])
         if state.get("progress") is not None:
             self.progress_checker.load_state_dict(state["progress"])
         self._position.load_state_dict(state.get("position"))
@@ -794,11 +810,14 @@ class Trainer(ABC, metaclass=compose.TrainerMeta):
         state["_display"] = NullDisplay()  # consoles hold terminals; a worker makes its own
         state["_epoch_loader"] = None
         del state["_hooks"]  # bound methods: rebuilt by __setstate__
+        for name in _BOUND_STEP:
+            del state[name]
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
         self._hooks = compose.reattach(self)
+        self._bind_step()
 
     def __repr__(self) -> str:
         addons = ", ".join(self.addons) or "no add-ons"

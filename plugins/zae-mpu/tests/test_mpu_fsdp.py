@@ -180,8 +180,8 @@ def test_bf16_precision_gathers_bf16_weights_and_keeps_fp32_masters():
 def test_fp16_loss_scaling_skips_an_overflow_in_one_rank_shard_on_every_rank():
     reference = train(ScaleAwareTrainer, "cpu", 2 * B, OverflowingRows, precision="fp16")
     model, _, trainer = train(ScaleAwareDDPTrainer, TWO, B, OverflowingRows, precision="fp16", strategy="fsdp")
-    assert reference[2]._scaler.get_scale() == 4096.0  # four overflowing steps were skipped, then none
-    assert trainer._scaler.get_scale() == 4096.0  # rank 0's shard held no inf, and it skipped all the same
+    assert reference[2].scaler.get_scale() == 4096.0  # four overflowing steps were skipped, then none
+    assert trainer.scaler.get_scale() == 4096.0  # rank 0's shard held no inf, and it skipped all the same
     assert_same_weights(model, reference[0], atol=1e-3, rtol=1e-3)
 
 

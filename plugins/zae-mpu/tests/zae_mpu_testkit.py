@@ -194,7 +194,7 @@ class ScaleAwareTrainer(SeparableTrainer):
     """Tells an OverflowingRows model the current loss scale, so its rows overflow for the first steps only."""
 
     def train_step(self, batch):
-        scale = float(self._scaler.get_scale()) if self._scaler.is_enabled() else 1.0
+        scale = float(self.scaler.get_scale()) if self.scaler.is_enabled() else 1.0
         self.unwrapped_model.blocks[0].loss_scale = scale
         return super().train_step(batch)
 
