@@ -374,6 +374,16 @@ def test_step_log_state_round_trips_exactly():
     assert [t.tolist() for t in restored.values_of("pred")] == [t.tolist() for t in log.values_of("pred")]
 
 
+def test_step_log_takes_a_key_whose_values_change_type():
+    log = StepLog(torch.device("cpu"))
+    log.append({"a": 1.0, "b": torch.tensor(2.0), "c": torch.tensor([1.0, 2.0])})
+    log.append({"a": torch.tensor(3.0), "b": 4, "c": "x"})
+    log.append({"a": torch.tensor(5.0, requires_grad=True) * 1, "b": torch.tensor(6.0)})
+    assert log.means() == {"a": 3.0, "b": 4.0}
+    kept = log.values_of("c")
+    assert torch.equal(kept[0], torch.tensor([1.0, 2.0])) and kept[1] == "x"
+
+
 def test_epoch_sampler_starts_one_pass_part_way():
     sampler = EpochSampler(10, shuffle=True, seed=1)
     sampler.set_epoch(3)

@@ -10,15 +10,15 @@ Memory: 4 bytes per step per scalar key, plus at most `_FLUSH_EVERY` pending val
 
 from __future__ import annotations
 
+import functools
 import math
-from collections.abc import Iterator, MutableMapping
+from collections.abc import Callable, Iterator, MutableMapping
 from typing import Any
 
 import torch
 
 _INITIAL_CAPACITY = 1024
 _FLUSH_EVERY = 256  # steps kept as separate tensors before one stack copies them into the buffer
-_NO_KEYS: frozenset[str] = frozenset()
 
 
 class StepLog:
@@ -31,30 +31,46 @@ class StepLog:
         self._flushed = 0  # steps already copied into the buffers
         self._buffers: dict[str, torch.Tensor] = {}  # scalar key -> 1-D float32 buffer (reused across epochs)
         self._columns: dict[str, list] = {}  # scalar key -> values since the last flush; other keys -> all values
+        self._keepers: dict[str, Callable[[Any], Any]] = {}  # key -> what a step's value is stored as
         self._scalar: set[str] = set()
 
     def reset(self) -> None:
         self.count = self._flushed = 0
         self._columns = {}
+        self._keepers = {}
         self._scalar = set()
 
     def append(self, result: dict[str, Any]) -> None:
-        columns = self._columns
-        numbers = self._scalar if self._as_numbers else _NO_KEYS  # scalar keys kept as numbers (the set grows in place)
+        columns, keepers = self._columns, self._keepers
         for key, value in result.items():
-            column = columns.get(key)
-            if column is None:
-                column = self._open_column(key, value)
-            if isinstance(value, torch.Tensor):
-                value = value.item() if key in numbers and value.dim() == 0 else value.detach()
-            column.append(value)
+            keep = keepers.get(key)
+            if keep is None:
+                keep = self._keeper(key, value)
+            try:
+                value = keep(value)  # what the key's first value called for (no type checks per step)
+            except (TypeError, RuntimeError):  # a value unlike the key's first one
+                value = self._kept(key, value)
+            columns[key].append(value)
         self.count += 1
         if len(result) != len(columns):  # a key seen before is missing from this step
             self._pad_missing()
         if self.count - self._flushed >= _FLUSH_EVERY:
             self._flush()
 
-    def _open_column(self, key: str, value: Any) -> list:
+    def _keeper(self, key: str, value: Any) -> Callable[[Any], Any]:
+        """How the key's values are stored, chosen by its first value this epoch (or since a restore)."""
+        if key not in self._columns:
+            self._open_column(key, value)
+        if not isinstance(value, torch.Tensor):
+            keep = functools.partial(_stored, as_number=self._as_numbers and key in self._scalar)
+        elif key in self._scalar and self._as_numbers:
+            keep = torch.Tensor.item  # a 0-d tensor raises nothing; any other value falls back to _kept
+        else:
+            keep = torch.Tensor.detach
+        self._keepers[key] = keep
+        return keep
+
+    def _open_column(self, key: str, value: Any) -> None:
         scalar = (isinstance(value, torch.Tensor) and value.dim() == 0) or isinstance(value, (int, float))
         column: list = []
         if scalar and not isinstance(value, bool):
@@ -64,7 +80,9 @@ class StepLog:
             if self._flushed:
                 self._buffer(key)[: self._flushed] = math.nan
         self._columns[key] = column
-        return column
+
+    def _kept(self, key: str, value: Any) -> Any:
+        return _stored(value, self._as_numbers and key in self._scalar)
 
     def _pad_missing(self) -> None:
         pending = self.count - self._flushed
@@ -208,6 +226,13 @@ class EpochLog(MutableMapping):
 
     def __repr__(self) -> str:
         return f"EpochLog({dict(self)!r})"
+
+
+def _stored(value: Any, as_number: bool) -> Any:
+    """A step's value as kept: detached from the graph; on the CPU, a scalar key's 0-d tensor as its number."""
+    if not isinstance(value, torch.Tensor):
+        return value
+    return value.item() if as_number and value.dim() == 0 else value.detach()
 
 
 def _stack(values: list, device: torch.device) -> torch.Tensor:
