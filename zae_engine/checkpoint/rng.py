@@ -28,12 +28,12 @@ def capture_rng() -> dict[str, Any]:
         "cuda": cuda,
         "numpy": {
             "bit_generator": np_state["bit_generator"],
-            "key": [int(k) for k in np_state["state"]["key"]],
+            "key": np_state["state"]["key"].tolist(),  # python ints, in one C call
             "pos": int(np_state["state"]["pos"]),
             "has_gauss": int(np_state["has_gauss"]),
             "gauss": float(np_state["gauss"]),
         },
-        "python": {"version": int(version), "state": [int(v) for v in mt_state], "gauss": gauss},
+        "python": {"version": int(version), "state": list(mt_state), "gauss": gauss},
     }
 
 

@@ -399,7 +399,7 @@ class Trainer(ABC, metaclass=compose.TrainerMeta):
         for batch in batches:
             if train:
                 position.drawn += 1
-            step(batch)
+            result = step(batch)  # held until the next step replaces it, as a hand-written loop holds its loss
             if self._interrupt is not None:
                 break
             if ticking and perf_counter() >= next_tick:
