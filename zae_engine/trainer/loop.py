@@ -65,6 +65,13 @@ _DUPLICATE_S = 2.0  # a repeat of the first signal within this is a duplicate, n
 _STOP_CODES = {"SIGINT": 1, "SIGTERM": 2}  # SIGTERM wins when ranks got different signals (exit 143)
 _STOP_NAMES = {code: name for name, code in _STOP_CODES.items()}
 _BOUND_STEP = ("_forward_train", "_forward_test", "_backward", "_step_optimizer")  # remade by _bind_step
+_STATE_SLOTS = (
+    *("config", "devices", "device", "model", "optimizer", "scheduler", "progress_checker", "history", "best"),
+    *("strategy", "should_stop", "handle_signals", "addons", "_best_weights", "_precision", "_display"),
+    *("_interrupt", "_stop_request", "_agreeing", "_micro", "_group", "_remaining", "_epoch_loader", "_position"),
+    *("_hooks", "_launcher", "_logs", "_epoch_logs", "_move", "_clip", "_skip_non_finite", "_log_interval"),
+    *("_schedule_per_step", *_BOUND_STEP),
+)
 
 
 class Trainer(ABC, metaclass=compose.TrainerMeta):
@@ -77,6 +84,10 @@ class Trainer(ABC, metaclass=compose.TrainerMeta):
     """
 
     _addon_classes: ClassVar[tuple[type[AddOnBase], ...]] = ()
+    # The trainer's own state is in slots, so the step's attribute reads and method calls stay on Python's fast,
+    # specialised path; a subclass's attributes go to `__dict__` as usual (Python 3.11 leaves that fast path once
+    # an instance dict holds more than 30 names, which the trainer alone would exceed).
+    __slots__ = _STATE_SLOTS + ("__dict__", "__weakref__")
 
     def __init__(
         self,
@@ -806,7 +817,7 @@ class Trainer(ABC, metaclass=compose.TrainerMeta):
             self.scheduler._last_lr = list(rates)
 
     def __getstate__(self) -> dict[str, Any]:
-        state = self.__dict__.copy()
+        state = {name: getattr(self, name) for name in _STATE_SLOTS if hasattr(self, name)} | self.__dict__
         state["_display"] = NullDisplay()  # consoles hold terminals; a worker makes its own
         state["_epoch_loader"] = None
         del state["_hooks"]  # bound methods: rebuilt by __setstate__
@@ -815,7 +826,8 @@ class Trainer(ABC, metaclass=compose.TrainerMeta):
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__dict__.update(state)
+        for name, value in state.items():
+            setattr(self, name, value)
         self._hooks = compose.reattach(self)
         self._bind_step()
 
