@@ -410,7 +410,7 @@ class Trainer(ABC, metaclass=compose.TrainerMeta):
         for batch in batches:
             if train:
                 position.drawn += 1
-            result = step(batch)  # held until the next step replaces it, as a hand-written loop holds its loss
+            _held = step(batch)  # kept until the next step replaces it, as a hand-written loop keeps its loss
             if self._interrupt is not None:
                 break
             if ticking and perf_counter() >= next_tick:
