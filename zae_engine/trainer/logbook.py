@@ -19,6 +19,7 @@ import torch
 
 _INITIAL_CAPACITY = 1024
 _FLUSH_EVERY = 256  # steps kept as separate tensors before one stack copies them into the buffer
+_PLAIN_NUMBERS = frozenset((float, int))  # not bool: True is not a loss
 
 
 class StepLog:
@@ -237,7 +238,7 @@ def _stored(value: Any, as_number: bool) -> Any:
 
 def _stack(values: list, device: torch.device) -> torch.Tensor:
     """One tensor of a column's pending values: a single stack when they are same-typed tensors on the device."""
-    if all(type(v) is float or type(v) is int for v in values):
+    if set(map(type, values)) <= _PLAIN_NUMBERS:  # checked in C: this runs at every log point
         return torch.tensor(values, dtype=torch.float32, device=device)
     try:
         return torch.stack(values)
