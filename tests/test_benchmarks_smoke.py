@@ -32,9 +32,11 @@ def test_overhead_benchmark_runs_a_few_steps():
     contenders = tiny["contenders"]
     assert {"raw loop", "Trainer log_bar=False", "Trainer log_bar=True"} <= set(contenders)
     assert contenders["raw loop"]["ratio"] == 1.0
+    assert contenders["raw loop"]["best_ratio"] == 1.0
     for row in contenders.values():
         assert "error" not in row, row
         assert row["median_s_per_step"] > 0
+        assert 0 < row["best_s_per_step"] <= row["median_s_per_step"]
 
 
 def test_memory_benchmark_runs_a_few_steps():
