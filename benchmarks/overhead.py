@@ -374,9 +374,10 @@ def print_table(console: Console, title: str, results: dict[str, dict[str, Any]]
     noted = bool(skipped) or any("note" in row or "error" in row for row in results.values())
     if noted:
         table.add_column("note")
+    blanks = [""] * (len(table.columns) - 3)  # the figures' cells of a row that has none: name, status, ..., note
     for name, row in results.items():
         if "error" in row:
-            table.add_row(name, "failed", "", "", "", "", "", row["error"])
+            table.add_row(name, "failed", *blanks, row["error"])
             continue
         table.add_row(
             name,
@@ -389,7 +390,7 @@ def print_table(console: Console, title: str, results: dict[str, dict[str, Any]]
             *([row.get("note", "")] if noted else []),
         )
     for name, why in skipped.items():
-        table.add_row(name, "skipped", "", "", "", "", "", why)
+        table.add_row(name, "skipped", *blanks, why)
     console.print(table)
 
 
